@@ -1,0 +1,45 @@
+"""Command-line plumbing shared by every script: one-line errors, exit code 2.
+
+Scripts raise :class:`UserError` for anything the user can fix (bad path, bad option,
+bad file).  :func:`run` turns it into ``error: <message>`` on stderr and exit code 2, so a
+user never sees a traceback for their own mistake.  Genuine bugs still raise normally.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, NoReturn
+
+
+class UserError(Exception):
+    """A problem with the user's input, reported as one line and exit code 2."""
+
+
+def warn(message: str) -> None:
+    """Print a one-line warning to stderr (the run goes on)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``error: message`` and exit with code 2."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (no usage dump) with exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message} (see {self.prog} --help)")
+
+
+def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> NoReturn:
+    """Call ``main(argv)`` and exit: 0 on success, 2 on :class:`UserError`, 130 on Ctrl-C."""
+    try:
+        code = main(argv)
+    except UserError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130)
+    raise SystemExit(code or 0)
