@@ -54,3 +54,49 @@ def assert_clean_error(result, *needles):
     assert len(errors) == 1, result.stderr
     for needle in needles:
         assert needle.lower() in errors[0].lower(), (needle, errors[0])
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (hidden ones too) -> its bytes: compare before/after."""
+    folder = Path(folder)
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file() or p.is_symlink()}
+
+
+def make_cifar10_archive(path: Path, classes=("cat", "dog", "frog"), per_batch=4,
+                         test=3, members=None) -> Path:
+    """A tiny ``cifar-10-python.tar.gz`` in the official layout (pickled dict batches).
+
+    Each of the five train batches holds ``per_batch`` images and the test batch ``test``;
+    labels cycle through ``classes``. ``members`` limits which files are written (to build
+    a damaged archive).
+    """
+    import io
+    import pickle
+    import tarfile
+
+    rng = np.random.default_rng(0)
+
+    def batch(name, n, offset):
+        labels = [(offset + i) % len(classes) for i in range(n)]
+        return {b"batch_label": name.encode(), b"labels": labels,
+                b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                b"filenames": [f"img_{offset + i}.png".encode() for i in range(n)]}
+
+    contents = {f"data_batch_{b}": batch(f"training batch {b} of 5", per_batch, (b - 1) * per_batch)
+                for b in range(1, 6)}
+    contents["test_batch"] = batch("testing batch 1 of 1", test, 0)
+    contents["batches.meta"] = {b"label_names": [c.encode() for c in classes],
+                                b"num_cases_per_batch": per_batch, b"num_vis": 3072}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, obj in contents.items():
+            if members is not None and name not in members:
+                continue
+            data = pickle.dumps(obj)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path

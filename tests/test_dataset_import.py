@@ -1,0 +1,175 @@
+"""txt_annotation.py --from: importing folders and archives, safely and all-or-nothing."""
+from __future__ import annotations
+
+import io
+import stat
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import assert_clean_error, make_dataset, run_script, snapshot
+
+
+@pytest.fixture
+def source(tmp_path) -> Path:
+    """A user's dataset folder: ``src/flowers/{train,test}/{cat,dog}/``."""
+    make_dataset(tmp_path / "src", train=2, test=1)
+    (tmp_path / "src/datasets").rename(tmp_path / "src/flowers")
+    return tmp_path / "src/flowers"
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    (tmp_path / "project/datasets").mkdir(parents=True)
+    (tmp_path / "project/datasets/README.md").write_text("put your data here\n")
+    return tmp_path / "project"
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def pack(source: Path, archive: Path, wrap: bool) -> Path:
+    """Archive ``source``'s train/ and test/, inside one top-level folder if ``wrap``."""
+    prefix = f"{source.name}/" if wrap else ""
+    if archive.suffix == ".zip":
+        with zipfile.ZipFile(archive, "w") as zf:
+            for name, data in files_under(source).items():
+                zf.writestr(prefix + name, data)
+    else:
+        with tarfile.open(archive, "w:gz" if archive.name.endswith(".gz") else "w") as tar:
+            for split in ("train", "test"):
+                tar.add(source / split, arcname=prefix + split)
+    return archive
+
+
+def import_(project, *args):
+    result = run_script("txt_annotation.py", "--from", *args, cwd=project)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+@pytest.mark.parametrize("kind, wrap", [("folder", True), ("zip", False), ("zip", True),
+                                        ("tar", False), ("tar.gz", True)])
+def test_import_copies_the_files_byte_for_byte_and_annotates(project, source, kind, wrap):
+    if kind == "folder":
+        src = source.parent if wrap else source
+    else:
+        src = pack(source, source.parent / f"data.{kind}", wrap)
+    result = import_(project, src)
+    assert result.returncode == 0, result.stderr
+    for split in ("train", "test"):
+        assert files_under(project / "datasets" / split) == files_under(source / split)
+    assert (project / "datasets/README.md").exists()  # the rest of datasets/ is left alone
+    assert not [p for p in (project / "datasets").iterdir() if p.name.startswith(".")]
+    assert len((project / "cls_train.txt").read_text().splitlines()) == 4
+    assert (project / "model_data/cls_classes.txt").read_text() == "cat\ndog\n"
+
+
+def test_an_existing_dataset_is_left_as_is_without_force(project, source, tmp_path):
+    assert import_(project, source).returncode == 0
+    other = make_dataset(tmp_path / "other", classes=("ant", "bee"), train=1, test=1)
+    before = snapshot(project / "datasets")
+    result = import_(project, other)
+    assert result.returncode == 0, result.stderr
+    assert "already holds a dataset: left as is" in result.stdout
+    assert snapshot(project / "datasets") == before
+    assert "(unchanged)" in result.stdout  # annotations are still checked and refreshed
+
+    result = import_(project, other, "--force")
+    assert result.returncode == 0, result.stderr
+    assert files_under(project / "datasets/train") == files_under(other / "train")
+    assert (project / "model_data/cls_classes.txt").read_text() == "ant\nbee\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile and broken archives: refused, nothing written anywhere, datasets/ as it was
+
+
+def evil_tar(path: Path, outside: Path, how: str) -> Path:
+    members = {
+        "dotdot": tarfile.TarInfo("train/cat/../../../outside/evil.png"),
+        "absolute": tarfile.TarInfo(str(outside / "evil.png")),
+        "symlink": tarfile.TarInfo("train/cat/link.png"),
+        "hardlink": tarfile.TarInfo("train/cat/hard.png"),
+        "device": tarfile.TarInfo("train/cat/dev.png"),
+    }
+    evil = members[how]
+    if how == "symlink":
+        evil.type, evil.linkname = tarfile.SYMTYPE, str(outside / "evil.png")
+    elif how == "hardlink":
+        evil.type, evil.linkname = tarfile.LNKTYPE, "train/cat/000.png"
+    elif how == "device":
+        evil.type, evil.devmajor, evil.devminor = tarfile.CHRTYPE, 1, 3
+    with tarfile.open(path, "w:gz") as tar:
+        ok = tarfile.TarInfo("train/cat/000.png")
+        ok.size = 4
+        tar.addfile(ok, io.BytesIO(b"\x89PNG"))
+        if evil.isfile():
+            evil.size = 4
+            tar.addfile(evil, io.BytesIO(b"evil"))
+        else:
+            tar.addfile(evil)
+    return path
+
+
+def evil_zip(path: Path, outside: Path, how: str) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("train/cat/000.png", b"\x89PNG")
+        if how == "symlink":
+            info = zipfile.ZipInfo("train/cat/link.png")
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, str(outside / "evil.png"))
+        else:
+            name = {"dotdot": "../outside/evil.png", "absolute": str(outside / "evil.png"),
+                    "backslash": "..\\outside\\evil.png"}[how]
+            zf.writestr(zipfile.ZipInfo(name), b"evil")
+    return path
+
+
+@pytest.mark.parametrize("fmt, how", [
+    ("tar", "dotdot"), ("tar", "absolute"), ("tar", "symlink"), ("tar", "hardlink"),
+    ("tar", "device"), ("zip", "dotdot"), ("zip", "absolute"), ("zip", "symlink"),
+    ("zip", "backslash"),
+])
+def test_hostile_archives_are_refused_and_nothing_is_written(tmp_path, project, fmt, how):
+    make_dataset(project, train=1, test=1)  # even --force must not lose the current dataset
+    outside = tmp_path / "outside"
+    make = evil_tar if fmt == "tar" else evil_zip
+    archive = make(tmp_path / f"evil.{fmt}", outside, how)
+    before = snapshot(tmp_path)
+    assert_clean_error(import_(project, archive, "--force"), "refused", str(archive))
+    assert snapshot(tmp_path) == before
+    assert not outside.exists()
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda p: p.write_bytes(b""), "not a folder or a .zip"),
+    (lambda p: p.write_text("hello"), "not a folder or a .zip"),
+    (lambda p: p.write_bytes(pack(p.parent.parent / "src/flowers", p.parent / "ok.tar.gz",
+                                  False).read_bytes()[:3000]), "cannot read archive"),
+    (lambda p: zipfile.ZipFile(p, "w").writestr("photos/a.png", b"x"),
+     "must hold train/<class>/ and test/<class>/"),
+], ids=["empty-file", "text-file", "truncated-tar.gz", "wrong-layout"])
+def test_broken_archives_are_clean_errors_and_leave_datasets_alone(tmp_path, project, source,
+                                                                   make, needle):
+    # `source` provides src/flowers for the truncated archive.
+    (tmp_path / "in").mkdir()
+    archive = tmp_path / "in/data.bin"
+    make(archive)
+    before = snapshot(project)
+    assert_clean_error(import_(project, archive), needle)
+    assert snapshot(project) == before
+
+
+def test_a_missing_source_is_a_clean_error(project):
+    assert_clean_error(import_(project, "no/such/place.zip"), "no such file")
+
+
+def test_importing_datasets_into_itself_is_refused(project, source):
+    assert import_(project, source).returncode == 0
+    assert_clean_error(import_(project, "datasets", "--force"), "overlaps")
+    assert len(files_under(project / "datasets/train")) == 4

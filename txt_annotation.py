@@ -1,0 +1,83 @@
+"""Prepare a dataset and write the annotation files that training and evaluation read.
+
+    python txt_annotation.py                      # scan datasets/ as it is
+    python txt_annotation.py --cifar10            # export CIFAR-10 into datasets/ first
+    python txt_annotation.py --from photos.zip    # import a folder or an archive first
+
+Reads datasets/train/<class>/ and datasets/test/<class>/, checks that every image decodes,
+and writes model_data/cls_classes.txt, cls_train.txt and cls_test.txt.  An existing dataset
+is never replaced without --force.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from utils import cifar10
+from utils.annotation import DEFAULT_CLASSES, prepare_annotations
+from utils.cli import ArgumentParser, UserError, run
+from utils.dataset_import import has_dataset, import_dataset
+
+
+def default_workers() -> int:
+    """Processes for image checks: the CPUs this process may use, at most 8."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(8, cpus or 1)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; ``--cifar10-archive`` implies ``--cifar10``."""
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="datasets", metavar="DIR",
+                        help="dataset folder with train/<class>/ and test/<class>/ "
+                             "(default: %(default)s)")
+    parser.add_argument("--classes", default=DEFAULT_CLASSES, metavar="FILE",
+                        help="class list to write (default: %(default)s)")
+    parser.add_argument("--out-dir", default=".", metavar="DIR",
+                        help="folder for cls_train.txt and cls_test.txt (default: %(default)s)")
+    parser.add_argument("--cifar10", action="store_true",
+                        help="export CIFAR-10 into the dataset folder first, downloading the "
+                             "official archive into the class list's folder if needed")
+    parser.add_argument("--cifar10-archive", metavar="PATH",
+                        help="a local cifar-10-python.tar.gz to export instead (implies "
+                             f"--cifar10; default: ${cifar10.ARCHIVE_ENV} if set)")
+    parser.add_argument("--from", dest="source", metavar="PATH",
+                        help="import a folder or a .zip / .tar / .tar.gz archive holding "
+                             "train/<class>/ and test/<class>/ first")
+    parser.add_argument("--force", action="store_true",
+                        help="replace a dataset already in the dataset folder")
+    parser.add_argument("--workers", type=int, default=default_workers(), metavar="N",
+                        help="processes checking images; 0 checks in this process "
+                             "(default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.workers < 0:
+        parser.error("--workers must be 0 or more")
+    args.cifar10 = args.cifar10 or args.cifar10_archive is not None
+    if args.cifar10 and args.source:
+        parser.error("--cifar10 and --from are alternatives: give one")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Import or export a dataset if asked (never over an existing one without --force),
+    then write the annotation files."""
+    args = parse_args(argv)
+    datasets = Path(args.datasets)
+    if args.source and not Path(args.source).exists():
+        raise UserError(f"--from {args.source}: no such file or folder")
+    if (args.cifar10 or args.source) and has_dataset(datasets) and not args.force:
+        print(f"{datasets}/ already holds a dataset: left as is (use --force to replace it)")
+    elif args.cifar10:
+        archive = args.cifar10_archive or os.environ.get(cifar10.ARCHIVE_ENV)
+        cache_dir = Path(args.classes).parent
+        cifar10.export(cifar10.locate_archive(archive, cache_dir), datasets,
+                       replace=args.force, workers=args.workers)
+    elif args.source:
+        import_dataset(args.source, datasets, replace=args.force)
+    prepare_annotations(datasets, args.classes, args.out_dir, args.workers)
+
+
+if __name__ == "__main__":
+    run(main)
