@@ -1,0 +1,220 @@
+"""Measure where the time goes: data pipeline, training step, evaluation, latency.
+
+    python benchmark.py --backbone mobilenetv2 --input-shape 32 32 --batch-size 512
+    python benchmark.py --baseline     # also the per-sample PIL / one-by-one loops, same run
+
+Every figure is a median over repeated timed windows after a warm-up; GPU work is
+synchronised before each clock read.  Needs annotation files (``txt_annotation.py``).
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+import nets
+from utils import preprocess
+from utils.annotation import read_classes
+from utils.augment import BatchAugment
+from utils.cli import ArgumentParser, run
+from utils.data import make_batches, read_samples
+from utils.distributed import resolve_device
+from utils.evaluate import autocast, evaluate
+from utils.image import load_image
+from utils.trainer import amp_dtype, make_optimizer, train_step
+
+
+def parse_args(argv):
+    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backbone", default="mobilenetv2", choices=nets.available())
+    p.add_argument("--input-shape", type=int, nargs=2, default=(32, 32), metavar=("H", "W"))
+    p.add_argument("--width-mult", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--eval-batch-size", type=int, default=1024)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--compile", action="store_true", help="torch.compile the training model")
+    p.add_argument("--data", default="cls_train.txt", help="training annotation file")
+    p.add_argument("--eval-data", default="cls_test.txt", help="evaluation annotation file")
+    p.add_argument("--classes", default="model_data/cls_classes.txt")
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--steps", type=int, default=30, help="timed steps per window")
+    p.add_argument("--repeats", type=int, default=3, help="timed windows (median reported)")
+    p.add_argument("--baseline", action="store_true",
+                   help="also time a per-sample PIL DataLoader and a one-image-at-a-time eval")
+    p.add_argument("--baseline-images", type=int, default=2000,
+                   help="images the (slow) baseline loops process per window")
+    return p.parse_args(argv)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, images_per_call: int, device, calls: int, repeats: int, warmup: int = 2) -> float:
+    """Median images/s of ``fn`` over ``repeats`` windows of ``calls`` calls."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        sync(device)
+        rates.append(images_per_call * calls / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def cycle(iterable):
+    while True:
+        yield from iterable
+
+
+class PilDataset(Dataset):
+    """The baseline: decode and augment one PIL image per item, as blog-post scripts do."""
+
+    def __init__(self, samples, input_shape, train):
+        self.samples = samples
+        crop = (v2.RandomCrop(input_shape, padding=max(1, round(min(input_shape) / 8)))
+                if preprocess.is_small(input_shape) else v2.RandomResizedCrop(input_shape))
+        self.transform = v2.Compose([
+            crop if train else v2.Resize(input_shape), v2.RandomHorizontalFlip(),
+            v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(preprocess.IMAGENET_MEAN, preprocess.IMAGENET_STD)])
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        label, path = self.samples[i]
+        return self.transform(load_image(path)), label
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    shape = tuple(args.input_shape)
+    classes = read_classes(args.classes)
+    dtype = amp_dtype(args.amp, device)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    results: list[tuple[str, str]] = []
+    print(f"{args.backbone} {shape[0]}x{shape[1]}, batch {args.batch_size}, {device}"
+          f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
+          f"amp {dtype}, channels_last {args.channels_last}, torch {torch.__version__}")
+
+    # --- data pipeline: decode cache + batch augmentation on the device
+    t0 = time.perf_counter()
+    train_batches = make_batches(args.data, len(classes), shape, args.batch_size, train=True,
+                                 device=device, workers=args.workers)
+    results.append(("decode cache ready (first run builds it)", f"{time.perf_counter() - t0:.1f} s"))
+    augment = BatchAugment(shape, preprocess.is_small(shape))
+    stream = cycle(train_batches)
+
+    def ours_data():
+        images, labels = next(stream)
+        images = images.to(device, non_blocking=True)
+        preprocess.normalize(augment(images), preprocess.IMAGENET_MEAN, preprocess.IMAGENET_STD)
+
+    data_rate = timed(ours_data, args.batch_size, device, args.steps, args.repeats)
+    results.append(("data pipeline, ours (img/s)", f"{data_rate:,.0f}"))
+    if args.baseline:
+        samples = read_samples(args.data, len(classes))
+        loader = DataLoader(PilDataset(samples, shape, True), batch_size=args.batch_size,
+                            shuffle=True, num_workers=args.workers, drop_last=True,
+                            persistent_workers=args.workers > 0, pin_memory=device.type == "cuda")
+        base_stream = cycle(loader)
+
+        def base_data():
+            images, _ = next(base_stream)
+            images.to(device, non_blocking=True)
+
+        calls = max(1, args.baseline_images // args.batch_size)
+        base_rate = timed(base_data, args.batch_size, device, calls, args.repeats, warmup=1)
+        results.append(("data pipeline, per-sample PIL DataLoader (img/s)", f"{base_rate:,.0f}"))
+        results.append(("data pipeline speed-up", f"{data_rate / base_rate:.1f}x"))
+
+    # --- training step (model + optimizer), then end to end with our pipeline
+    torch.manual_seed(0)
+    model = nets.get_model(args.backbone, len(classes), input_shape=shape,
+                           width_mult=args.width_mult).to(device, memory_format=fmt)
+    recipe = argparse.Namespace(optimizer="sgd", momentum=0.9, weight_decay=5e-4)
+    optimizer = make_optimizer(model, recipe, 0.1, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    train_model = torch.compile(model) if args.compile else model
+    fixed = next(iter(train_batches))
+    fixed = (fixed[0].to(device), fixed[1].to(device))
+
+    def step(images, labels):
+        train_step(train_model, images, labels, augment, optimizer, scaler, label_smoothing=0.1,
+                   mean=preprocess.IMAGENET_MEAN, std=preprocess.IMAGENET_STD, amp_dtype=dtype,
+                   memory_format=fmt)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    step_rate = timed(lambda: step(*fixed), args.batch_size, device, args.steps, args.repeats)
+    results.append(("train step, data on device (img/s)", f"{step_rate:,.0f}"))
+
+    def end_to_end():
+        images, labels = next(stream)
+        step(images.to(device, non_blocking=True), labels.to(device, non_blocking=True))
+
+    e2e_rate = timed(end_to_end, args.batch_size, device, args.steps, args.repeats)
+    results.append(("train, end to end with our pipeline (img/s)", f"{e2e_rate:,.0f}"))
+
+    # --- evaluation: batched over the decode cache vs one image at a time
+    val_batches = make_batches(args.eval_data, len(classes), shape, args.eval_batch_size,
+                               train=False, device=device, workers=args.workers)
+    count = sum(len(lbl) for _, lbl in val_batches)
+
+    def ours_eval():
+        evaluate(model, val_batches, num_classes=len(classes), mean=preprocess.IMAGENET_MEAN,
+                 std=preprocess.IMAGENET_STD, device=device, amp_dtype=dtype,
+                 channels_last=args.channels_last)
+
+    eval_rate = timed(ours_eval, count, device, 1, args.repeats, warmup=1)
+    results.append((f"eval, batched ({count} images, img/s)", f"{eval_rate:,.0f}"))
+
+    eval_samples = read_samples(args.eval_data, len(classes))
+    model.eval()
+
+    @torch.inference_mode()
+    def predict_one(path):
+        x = preprocess.to_uint8(load_image(path), shape)[None].to(device)
+        x = preprocess.normalize(x, preprocess.IMAGENET_MEAN, preprocess.IMAGENET_STD)
+        with autocast(device, dtype):
+            return model(x.contiguous(memory_format=fmt)).argmax(1).item()
+
+    latencies = []
+    for _, path in eval_samples[:50]:
+        t0 = time.perf_counter()
+        predict_one(path)
+        latencies.append(time.perf_counter() - t0)
+    results.append(("single-image latency, load + predict (ms, median)",
+                    f"{1000 * statistics.median(latencies[5:]):.2f}"))
+    if args.baseline:
+        subset = eval_samples[:min(len(eval_samples), args.baseline_images)]
+        one_rate = timed(lambda: [predict_one(p) for _, p in subset], len(subset), device, 1,
+                         args.repeats, warmup=0)
+        results.append(("eval, one image at a time (img/s)", f"{one_rate:,.0f}"))
+        results.append(("eval speed-up", f"{eval_rate / one_rate:.1f}x"))
+
+    if device.type == "cuda":
+        results.append(("peak GPU memory (MiB)", f"{torch.cuda.max_memory_allocated(device) / 2**20:,.0f}"))
+    results.append(("peak host memory (MiB)",
+                    f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f}"))
+    width = max(len(k) for k, _ in results)
+    for key, value in results:
+        print(f"{key:<{width}}  {value:>10}")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,180 @@
+"""train.py end to end on CPU: tiny learnable images, tiny networks, a few epochs."""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import ROOT, assert_clean_error, make_dataset, run_script
+from utils.checkpoint import load_checkpoint
+
+# A small, fast network and settings shared by most tests (16x16 inputs, 3 colour classes).
+FAST = ["--backbone", "mobilenetv2", "--width-mult", "0.25", "--input-shape", "16", "16",
+        "--batch-size", "8", "--eval-batch-size", "16", "--workers", "0", "--device", "cpu",
+        "--lr", "0.4", "--warmup-epochs", "0.5"]
+
+
+@pytest.fixture()
+def project(tmp_path):
+    """A project folder with 3 classes x 32 train / 4 test images, annotated."""
+    make_dataset(tmp_path, classes=("red", "green", "blue"), train=32, test=4)
+    result = run_script("txt_annotation.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return tmp_path
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def train(project, *args, timeout=300):
+    result = run_script("train.py", *FAST, *args, cwd=project, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_short_run_learns_and_writes_every_output(project):
+    # ResNet-18: its BatchNorm statistics settle within these few steps (MobileNetV2's lag).
+    train(project, "--epochs", "4", "--run-name", "r", "--save-period", "2",
+          "--backbone", "resnet18", "--width-mult", "1", "--batch-size", "16")
+    run_dir = project / "logs" / "r"
+    rows = read_metrics(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert float(rows[-1]["val_acc"]) >= 0.9  # chance is 1/3
+    for name in ("best.pth", "last.pth", "epoch_002.pth", "epoch_004.pth", "config.json",
+                 "loss.png", "accuracy.png"):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    best, last = load_checkpoint(run_dir / "best.pth"), load_checkpoint(run_dir / "last.pth")
+    val = [float(r["val_acc"]) for r in rows]
+    assert best["top1"] == pytest.approx(max(val), abs=1e-6)
+    assert best["epoch"] == val.index(max(val)) + 1
+    assert last["epoch"] == 4 and last["classes"] == ["blue", "green", "red"]
+    assert last["backbone"] == "mobilenetv2" and last["input_shape"] == [16, 16]
+
+
+def test_resume_replays_exactly_the_remaining_epochs(project):
+    train(project, "--epochs", "4", "--run-name", "whole", "--save-period", "2")
+    whole = project / "logs" / "whole"
+    resumed = project / "logs" / "resumed"
+    resumed.mkdir()
+    shutil.copy(whole / "epoch_002.pth", resumed / "last.pth")  # the state after 2 epochs
+    result = run_script("train.py", "--resume", resumed / "last.pth", cwd=project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected, got = read_metrics(whole)[2:], read_metrics(resumed)
+    assert [r["epoch"] for r in got] == ["3", "4"]
+    for e, g in zip(expected, got):
+        for key in ("lr", "train_loss", "train_acc", "val_loss", "val_acc"):
+            assert float(g[key]) == pytest.approx(float(e[key]), rel=1e-4, abs=1e-6), key
+    assert load_checkpoint(resumed / "last.pth")["epoch"] == 4
+
+
+def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(project):
+    make_dataset(project, classes=("red", "green", "blue"), train=120, test=4)
+    assert run_script("txt_annotation.py", "--force", cwd=project).returncode == 0
+    run_dir = project / "logs" / "k"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *FAST, "--epochs", "3",
+                             "--run-name", "k"], cwd=project, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (run_dir / "last.pth").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # well inside epoch 2
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    ckpt = load_checkpoint(run_dir / "last.pth")
+    assert 1 <= ckpt["epoch"] < 3
+    result = run_script("train.py", "--resume", run_dir / "last.pth", cwd=project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert load_checkpoint(run_dir / "last.pth")["epoch"] == 3
+    assert [int(r["epoch"]) for r in read_metrics(run_dir)] == [1, 2, 3]
+    assert not list(run_dir.glob("*.tmp"))
+
+
+def test_freeze_phase_keeps_backbone_fixed_then_trains_it(project):
+    train(project, "--epochs", "1", "--run-name", "init")
+    init = project / "logs" / "init" / "last.pth"
+    train(project, "--epochs", "2", "--freeze-epochs", "1", "--model-path", init,
+          "--run-name", "ft", "--save-period", "1")
+    before = load_checkpoint(init)["model"]
+    frozen = load_checkpoint(project / "logs" / "ft" / "epoch_001.pth")["model"]
+    after = load_checkpoint(project / "logs" / "ft" / "epoch_002.pth")["model"]
+    backbone = [k for k in before if k.startswith("features.")]
+    head = [k for k in before if k.startswith("classifier.") and k.endswith("weight")]
+    assert backbone and head
+    assert all(torch.equal(before[k], frozen[k]) for k in backbone)  # BN statistics included
+    assert any(not torch.equal(before[k], frozen[k]) for k in head)
+    assert any(not torch.equal(frozen[k], after[k]) for k in backbone)
+
+
+def test_torchrun_two_processes_match_single_process_eval(project):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", "29517", str(ROOT / "train.py"), *FAST, "--epochs", "1",
+         "--run-name", "ddp"], cwd=project, capture_output=True, text=True, timeout=300,
+        env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p.name for p in (project / "logs").iterdir()] == ["ddp"]
+    row = read_metrics(project / "logs" / "ddp")[0]
+
+    from utils.checkpoint import build_model
+    from utils.data import make_batches
+    from utils.evaluate import evaluate
+
+    ckpt = load_checkpoint(project / "logs" / "ddp" / "last.pth")
+    batches = make_batches(project / "cls_test.txt", 3, (16, 16), 5, train=False,
+                           device=torch.device("cpu"), cache=False)
+    result = evaluate(build_model(ckpt), batches, num_classes=3, mean=ckpt["mean"],
+                      std=ckpt["std"], device=torch.device("cpu"))
+    assert result.count == 12
+    assert float(row["val_acc"]) == pytest.approx(result.top1, abs=1e-6)
+    assert float(row["val_loss"]) == pytest.approx(result.loss, rel=1e-4)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--optimizer", "lion"], "invalid choice"),
+    (["--backbone", "alexnet"], "invalid choice"),
+    (["--batch-size", "1000"], "larger than"),
+    (["--device", "cuda"], "no cuda"),
+    (["--resume", "cls_train.txt"], "not a pytorch checkpoint"),
+    (["--train-annotation", "missing.txt"], "txt_annotation.py"),
+    (["--input-shape", "2", "2"], "small"),
+    (["--epochs", "0"], "at least 1"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(project, args, needle):
+    result = run_script("train.py", *FAST, "--epochs", "1", *args, cwd=project)
+    assert_clean_error(result, needle)
+    assert not (project / "logs").exists() or not any((project / "logs").iterdir())
+
+
+def test_class_count_mismatch_is_reported(project):
+    (project / "model_data" / "cls_classes.txt").write_text("blue\ngreen\n")
+    assert_clean_error(run_script("train.py", *FAST, "--epochs", "1", cwd=project),
+                       "out of range")
+
+
+def test_existing_run_is_never_overwritten(project):
+    train(project, "--epochs", "1", "--run-name", "keep")
+    before = (project / "logs" / "keep" / "last.pth").read_bytes()
+    result = run_script("train.py", *FAST, "--epochs", "1", "--run-name", "keep", cwd=project)
+    assert_clean_error(result, "already holds a run")
+    assert (project / "logs" / "keep" / "last.pth").read_bytes() == before
+
+
+def test_missing_image_is_skipped_with_a_warning(project):
+    next((project / "datasets" / "train" / "red").iterdir()).unlink()  # stale annotation line
+    result = train(project, "--epochs", "1", "--no-cache", "--run-name", "stale")
+    assert "skipped" in result.stderr

@@ -1,0 +1,120 @@
+"""Train a classifier on the annotated folders: ``python train.py [--flag value ...]``.
+
+Edit the defaults below, pass flags (every field is one: ``--backbone resnet50
+--epochs 30``), or load a saved config with ``--config logs/<run>/config.json``.
+``--resume logs/<run>/last.pth`` continues a stopped run exactly where it stopped.
+Many GPUs: ``torchrun --nproc_per_node 4 train.py ...`` (see the README).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nets
+from utils import augment
+from utils.checkpoint import load_checkpoint
+from utils.cli import UserError, run, warn
+from utils.config import from_dict, parse
+from utils.trainer import Trainer
+
+
+def _opt(default, help, choices=None):
+    metadata = {"help": help, **({"choices": tuple(choices)} if choices else {})}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on. Defaults: a strong recipe for CIFAR-10 at 32x32."""
+
+    # --- data
+    train_annotation: str = _opt("cls_train.txt", "annotation file of the training images")
+    test_annotation: str = _opt("cls_test.txt", "annotation file evaluated every epoch")
+    classes_path: str = _opt("model_data/cls_classes.txt", "class names, one per line")
+    input_shape: tuple[int, int] = _opt((32, 32), "network input height and width")
+    # --- model
+    backbone: str = _opt("mobilenetv2", "network", nets.available())
+    width_mult: float = _opt(1.0, "channel width multiplier (mobilenets)")
+    pretrained: bool = _opt(False, "start from ImageNet weights (downloaded once to model_data/)")
+    model_path: str = _opt("", "start from this checkpoint or state_dict (matching tensors)")
+    # --- schedule: an optional frozen-backbone phase, then full training
+    freeze_epochs: int = _opt(0, "epochs training the head only, backbone frozen")
+    freeze_batch_size: int = _opt(512, "batch size during the freeze phase")
+    epochs: int = _opt(150, "total epochs, freeze phase included")
+    batch_size: int = _opt(512, "batch size per process")
+    eval_batch_size: int = _opt(1024, "batch size for the per-epoch evaluation")
+    # --- optimisation
+    optimizer: str = _opt("sgd", "sgd is Nesterov momentum", ("sgd", "adam", "adamw"))
+    lr: float = _opt(0.2, "learning rate for a global batch of 256 (scaled linearly)")
+    momentum: float = _opt(0.9, "SGD momentum")
+    weight_decay: float = _opt(5e-4, "weight decay (not applied to BatchNorm and biases)")
+    schedule: str = _opt("cosine", "learning-rate decay after warm-up", ("cosine", "step"))
+    warmup_epochs: float = _opt(2.0, "linear warm-up length in epochs")
+    step_epochs: int = _opt(30, "step schedule: epochs between decays")
+    step_gamma: float = _opt(0.1, "step schedule: decay factor")
+    label_smoothing: float = _opt(0.1, "label smoothing of the cross-entropy loss")
+    augment: str = _opt("none", "extra augmentation policy (crop and flip always on)",
+                        augment.POLICIES)
+    # --- speed
+    amp: str = _opt("auto", "mixed precision: auto = bf16/fp16 on GPU, off on CPU",
+                    ("auto", "bf16", "fp16", "off"))
+    channels_last: bool = _opt(True, "channels-last memory format (faster convs on GPU)")
+    compile: bool = _opt(False, "torch.compile the model (pays off on long runs)")
+    cache: bool = _opt(True, "decode images once into a uint8 cache in .cache/")
+    cache_dir: str = _opt(".cache", "where the decode cache lives")
+    workers: int = _opt(4, "data-loading processes")
+    sync_bn: bool = _opt(False, "SyncBatchNorm across GPUs under torchrun")
+    device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
+    seed: int = _opt(0, "random seed (runs are reproducible on CPU)")
+    # --- output
+    save_dir: str = _opt("logs", "folder holding one sub-folder per run")
+    run_name: str = _opt("", "name of the run folder (default: backbone and time)")
+    save_period: int = _opt(10, "also keep epoch_NNN.pth every this many epochs (0: never)")
+    resume: str = _opt("", "continue the run of this last.pth")
+
+
+def check(cfg: TrainConfig) -> None:
+    """Reject values no run could use, before anything is written."""
+    for name in ("epochs", "batch_size", "freeze_batch_size", "eval_batch_size"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if cfg.lr <= 0:
+        raise UserError("--lr must be positive")
+    if cfg.freeze_epochs < 0 or cfg.workers < 0 or cfg.save_period < 0:
+        raise UserError("--freeze-epochs, --workers and --save-period cannot be negative")
+    if cfg.freeze_epochs and not (cfg.pretrained or cfg.model_path):
+        warn("--freeze-epochs without --pretrained or --model-path freezes a random backbone")
+
+
+def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, Path, dict | None]:
+    """Resolve ``--resume`` (its saved config wins) or create a fresh run folder."""
+    if cfg.resume:
+        ckpt = load_checkpoint(cfg.resume)
+        if "config" not in ckpt:
+            raise UserError(f"{cfg.resume}: not a training checkpoint (no saved config)")
+        resumed = from_dict(TrainConfig, {**ckpt["config"], "resume": cfg.resume},
+                            source=cfg.resume)
+        if ckpt["epoch"] >= resumed.epochs:
+            raise UserError(f"{cfg.resume}: the run already finished all {resumed.epochs} epochs")
+        return resumed, Path(cfg.resume).parent, ckpt
+    name = cfg.run_name or f"{cfg.backbone}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(cfg.save_dir) / name
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UserError(f"{run_dir} already holds a run: pick another --run-name, or "
+                        f"--resume {run_dir / 'last.pth'}")
+    return cfg, run_dir, None
+
+
+def main(argv=None) -> int:
+    cfg, _ = parse(TrainConfig, argv, description=__doc__.splitlines()[0])
+    check(cfg)
+    cfg, run_dir, resume = prepare_run(cfg)
+    Trainer(cfg, run_dir, resume).fit()
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,243 @@
+"""From annotation lines to batches of uint8 images on the device.
+
+Two sources give the same batches:
+
+* :class:`DecodedCache` decodes every image once (in parallel) into one uint8 tensor,
+  saved under ``.cache/`` and reused until an annotated file changes.  Batches are then
+  plain index lookups, on the GPU when the tensor fits there: the data pipeline costs
+  nothing per epoch.  This is the default.
+* :class:`ImageDataset` + a ``DataLoader`` decode per sample in worker processes, for
+  datasets too large for the cache budget.
+
+Both yield images in the same "base" form (:func:`utils.preprocess.to_base` for training,
+:func:`utils.preprocess.to_uint8` for evaluation), so augmentation (``utils.augment``) and
+evaluation see identical pixels whichever path produced them.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from utils import preprocess
+from utils.annotation import read_annotation
+from utils.cli import UserError, warn
+from utils.image import ImageError, load_image
+
+CACHE_FORMAT = 1
+
+
+def read_samples(annotation: str | os.PathLike, num_classes: int) -> list[tuple[int, str]]:
+    """Annotation lines, with every label checked against the class count."""
+    samples = read_annotation(annotation)
+    if not samples:
+        raise UserError(f"{annotation} lists no images: add images and run txt_annotation.py")
+    bad = [label for label, _ in samples if not 0 <= label < num_classes]
+    if bad:
+        raise UserError(f"{annotation}: label {bad[0]} is out of range for {num_classes} classes "
+                        "(re-run txt_annotation.py)")
+    return samples
+
+
+class ImageDataset(Dataset):
+    """Per-sample decoding: ``(uint8 (3, H, W) tensor, label)``, or ``None`` if unreadable."""
+
+    def __init__(self, samples: Sequence[tuple[int, str]], input_shape, train: bool):
+        self.samples = list(samples)
+        self.input_shape = tuple(input_shape)
+        self.train = train
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        label, path = self.samples[index]
+        try:
+            image = load_image(path)
+        except ImageError as exc:
+            warn(f"skipped {path}: {exc}")
+            return None
+        to_tensor = preprocess.to_base if self.train else preprocess.to_uint8
+        return to_tensor(image, self.input_shape), label
+
+
+def collate_valid(batch):
+    """Stack a batch, dropping the samples whose image could not be read."""
+    batch = [item for item in batch if item is not None]
+    if not batch:
+        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
+    images, labels = zip(*batch)
+    return torch.stack(images), torch.tensor(labels, dtype=torch.long)
+
+
+def _cache_key(samples, input_shape, train: bool) -> str:
+    """Changes whenever a listed file, the list itself or the decode geometry changes."""
+    h = hashlib.sha1(f"{CACHE_FORMAT};{tuple(input_shape)};{train}".encode())
+    for label, path in samples:
+        try:
+            st = os.stat(path)
+            h.update(f"{label};{path};{st.st_size};{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{label};{path};missing\n".encode())
+    return h.hexdigest()[:20]
+
+
+@dataclass
+class DecodedCache:
+    """All images of an annotation file decoded once: ``images`` (N, 3, H, W) uint8."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    skipped: int
+
+    @classmethod
+    def build(cls, samples, input_shape, train: bool, *, cache_dir=".cache", workers=0,
+              is_main=True, barrier=lambda: None) -> "DecodedCache":
+        """Load the cache from ``cache_dir`` or decode it (main process only) and save it."""
+        key = _cache_key(samples, input_shape, train)
+        folder = Path(cache_dir) / "decoded"
+        images_file, labels_file = folder / f"{key}.images.npy", folder / f"{key}.labels.npy"
+        if is_main and not labels_file.exists():
+            images, labels = _decode_all(samples, input_shape, train, workers)
+            folder.mkdir(parents=True, exist_ok=True)
+            _save_npy(images_file, images.numpy())
+            _save_npy(labels_file, labels.numpy())  # written last: marks the pair complete
+        barrier()
+        labels = torch.from_numpy(np.load(labels_file))
+        images = torch.from_numpy(np.load(images_file))
+        skipped = len(samples) - len(labels)
+        if skipped:
+            warn(f"skipped {skipped} of {len(samples)} annotated images that could not be "
+                 "read (re-run txt_annotation.py to list them)")
+        if not len(labels):
+            raise UserError("none of the annotated images could be read")
+        return cls(images, labels, skipped)
+
+
+def decoded_nbytes(num_samples: int, input_shape, train: bool) -> int:
+    """Bytes the decode cache of ``num_samples`` images would take."""
+    h, w = preprocess.base_shape(input_shape) if train else tuple(input_shape)
+    return num_samples * 3 * h * w
+
+
+def _decode_all(samples, input_shape, train, workers):
+    loader = DataLoader(ImageDataset(samples, input_shape, train), batch_size=256,
+                        num_workers=workers, collate_fn=collate_valid)
+    images, labels = [], []
+    for batch_images, batch_labels in loader:
+        if len(batch_labels):
+            images.append(batch_images)
+            labels.append(batch_labels)
+    if not labels:
+        raise UserError("none of the annotated images could be read")
+    return torch.cat(images), torch.cat(labels)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+class TensorBatches:
+    """Shuffled (or ordered) batches from tensors already in memory, sharded per rank.
+
+    The order depends only on ``seed`` and the epoch (:meth:`set_epoch`), so a resumed run
+    sees exactly the batches it would have seen.  Training shards are padded to equal length
+    (every rank must take the same number of steps under DDP); evaluation shards are not, so
+    every image is counted exactly once.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
+                 train: bool, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.images, self.labels = images, labels
+        self.batch_size, self.train, self.seed = batch_size, train, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> torch.Tensor:
+        n = len(self.labels)
+        if not self.train:
+            return torch.arange(self.rank, n, self.world_size)
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(n, generator=g)
+        per_rank = -(-n // self.world_size)
+        order = torch.cat([order, order[: per_rank * self.world_size - n]])
+        return order[self.rank::self.world_size]
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        if self.train:  # whole batches only, from the padded shard
+            return -(-n // self.world_size) // self.batch_size
+        return -(-len(range(self.rank, n, self.world_size)) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        indices = self._indices().to(self.images.device)
+        stop = len(self) * self.batch_size
+        for start in range(0, min(stop, len(indices)), self.batch_size):
+            idx = indices[start:start + self.batch_size]
+            yield self.images[idx], self.labels[idx]
+
+
+class StreamBatches:
+    """Per-sample decoding through a ``DataLoader``: the path for datasets beyond the cache."""
+
+    def __init__(self, samples, input_shape, batch_size: int, *, train: bool, workers: int,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, pin_memory=False):
+        self.train = train
+        dataset = ImageDataset(samples, input_shape, train)
+        # Evaluation counts every image exactly once; DistributedSampler would pad the shards.
+        self.sampler = (DistributedSampler(dataset, num_replicas=world_size, rank=rank,
+                                           shuffle=True, seed=seed) if train
+                        else range(rank, len(dataset), world_size))
+        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler,
+                                 num_workers=workers, collate_fn=collate_valid,
+                                 drop_last=train, pin_memory=pin_memory,
+                                 persistent_workers=workers > 0,
+                                 prefetch_factor=4 if workers > 0 else None)
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.train:
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+def make_batches(annotation, num_classes: int, input_shape, batch_size: int, *, train: bool,
+                 device: torch.device, workers: int = 0, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, cache: bool = True, cache_dir=".cache",
+                 cache_max_gb: float = 16.0, barrier=lambda: None):
+    """Batches of ``(uint8 images, labels)`` for one annotation file.
+
+    Uses the decode cache when it fits ``cache_max_gb`` (kept on ``device`` when that is a
+    GPU with room for it), else per-sample decoding.  ``len()`` is the number of batches.
+    """
+    samples = read_samples(annotation, num_classes)
+    if train and len(samples) < batch_size * world_size:
+        raise UserError(f"batch size {batch_size} is larger than the {len(samples)} images in "
+                        f"{annotation}: lower --batch-size")
+    if cache and decoded_nbytes(len(samples), input_shape, train) <= cache_max_gb * 2**30:
+        decoded = DecodedCache.build(samples, input_shape, train, cache_dir=cache_dir,
+                                     workers=workers, is_main=rank == 0, barrier=barrier)
+        images, labels = decoded.images, decoded.labels
+        if device.type == "cuda":
+            images, labels = images.to(device), labels.to(device)
+        return TensorBatches(images, labels, batch_size, train=train, seed=seed, rank=rank,
+                             world_size=world_size)
+    return StreamBatches(samples, input_shape, batch_size, train=train, workers=workers,
+                         seed=seed, rank=rank, world_size=world_size,
+                         pin_memory=device.type == "cuda")
