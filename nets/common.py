@@ -1,0 +1,88 @@
+"""Building blocks shared by the network families, and the interface every model has."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+#: Every family downsamples 8x with its small-input stem, so this is the smallest side
+#: that still leaves a 1x1 feature map for the head.
+MIN_INPUT = 8
+
+
+class ImageClassifier(nn.Module):
+    """Base class: a ``features`` backbone followed by a ``classifier`` head.
+
+    Subclasses define ``features`` and ``classifier`` (modules or properties) and implement
+    :meth:`forward_features` (image -> feature map) and :meth:`forward_head` (feature map ->
+    logits).  This class adds freezing the backbone for a linear-probe / warm-up phase.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._backbone_frozen = False
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    @property
+    def backbone_frozen(self) -> bool:
+        """True between :meth:`freeze_backbone` and :meth:`unfreeze_backbone`."""
+        return self._backbone_frozen
+
+    def freeze_backbone(self) -> None:
+        """Stop training the backbone: no gradients, and BatchNorm statistics frozen too.
+
+        Only the head learns.  The backbone's BatchNorm layers stay in eval mode even after
+        ``model.train()``; otherwise their running statistics would drift towards the new
+        data while the weights that depend on them cannot adapt.
+        """
+        self.features.requires_grad_(False)
+        self._backbone_frozen = True
+        self.train(self.training)
+
+    def unfreeze_backbone(self) -> None:
+        """Train the whole network again (undoes :meth:`freeze_backbone`)."""
+        self.features.requires_grad_(True)
+        self._backbone_frozen = False
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "ImageClassifier":
+        super().train(mode)
+        if self._backbone_frozen:
+            self.features.eval()
+        return self
+
+
+class ConvBNAct(nn.Sequential):
+    """Conv (no bias, "same" padding) -> BatchNorm -> activation.
+
+    Children are named ``0``, ``1``, ``2`` like torchvision's ``Conv2dNormActivation``, so
+    parameter names match torchvision's MobileNetV2.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
+                 stride: int = 1, groups: int = 1, activation: type[nn.Module] = nn.ReLU) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2,
+                      groups=groups, bias=False),
+            nn.BatchNorm2d(out_channels),
+            activation(inplace=True),
+        )
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round a scaled channel count to a multiple of ``divisor`` (never down by over 10%).
+
+    Multiples of 8 keep tensor cores and vector units busy; this is the rounding
+    torchvision and the MobileNet reference code use, so MobileNetV2 shapes match theirs.
+    """
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded

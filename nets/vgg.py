@@ -1,0 +1,97 @@
+"""VGG (Simonyan & Zisserman, 2014, "Very Deep Convolutional Networks", configuration D).
+
+Stacks of 3x3 convolutions separated by 2x2 max-pools, then three fully connected layers.
+Module names follow torchvision's ``VGG`` so the official ImageNet weights load key-for-key.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from nets.common import ImageClassifier
+from nets.registry import PretrainedCfg, register_model
+
+#: Configuration D of the paper's Table 1: output channels of each 3x3 conv, "M" a max-pool.
+VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+                512, 512, 512, "M")
+
+#: Max-pools left out for small inputs: 32x32 then reaches the head as 4x4, not 1x1.
+_SMALL_INPUT_SKIPPED_POOLS = 2
+
+
+class VGG(ImageClassifier):
+    """VGG with an optional BatchNorm after every conv (torchvision's ``vgg16_bn``).
+
+    Args:
+        layers: conv widths and ``"M"`` pools, e.g. :data:`VGG16_LAYERS`.
+        num_classes: size of the last linear layer.
+        batch_norm: insert BatchNorm between each conv and its ReLU.
+        in_channels: channels of the input image.
+        small_input: skip the first two max-pools (for inputs below 96 px).  They are
+            replaced by ``nn.Identity`` so module indices, and thus weight names, are unchanged.
+        dropout: dropout probability after each of the two hidden fully connected layers.
+    """
+
+    def __init__(self, layers: Sequence[int | str] = VGG16_LAYERS, num_classes: int = 1000,
+                 batch_norm: bool = False, in_channels: int = 3, small_input: bool = False,
+                 dropout: float = 0.5) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        pools_to_skip = _SMALL_INPUT_SKIPPED_POOLS if small_input else 0
+        channels = in_channels
+        for spec in layers:
+            if spec == "M":
+                blocks.append(nn.Identity() if pools_to_skip else nn.MaxPool2d(2, 2))
+                pools_to_skip = max(0, pools_to_skip - 1)
+                continue
+            blocks.append(nn.Conv2d(channels, spec, kernel_size=3, padding=1))
+            if batch_norm:
+                blocks.append(nn.BatchNorm2d(spec))
+            blocks.append(nn.ReLU(inplace=True))
+            channels = spec
+        self.features = nn.Sequential(*blocks)
+        # The head was trained on 7x7 maps; adaptive pooling keeps its weights usable at any
+        # input size (smaller maps are upsampled by repetition).
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Sequential(
+            nn.Linear(channels * 7 * 7, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(4096, num_classes),
+        )
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(x), 1))
+
+
+@register_model(PretrainedCfg("https://download.pytorch.org/models/vgg16-397923af.pth"))
+def vgg16(**kwargs) -> VGG:
+    """VGG16 (138M parameters, 15.5G MACs at 224x224)."""
+    return VGG(VGG16_LAYERS, **kwargs)
+
+
+@register_model(PretrainedCfg("https://download.pytorch.org/models/vgg16_bn-6c64b313.pth"))
+def vgg16_bn(**kwargs) -> VGG:
+    """VGG16 with BatchNorm: trains faster and is less sensitive to the learning rate."""
+    return VGG(VGG16_LAYERS, batch_norm=True, **kwargs)

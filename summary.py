@@ -1,0 +1,83 @@
+"""Print a network's size and cost: parameters, multiply-adds, depthwise-separable savings.
+
+    python summary.py --backbone mobilenetv1 --input-shape 224 224 [--width-mult 0.5] [--latency]
+
+MACs are counted by torch's FLOP counter (MACs = FLOPs / 2) on weightless "meta" tensors,
+so even VGG16 costs nothing to count.  For every depthwise-separable layer the measured
+cost against the standard convolution it replaces is printed beside the MobileNet paper's
+formula 1/N + 1/Dk^2.  ``--latency`` also times one image on the CPU.
+"""
+from __future__ import annotations
+
+import torch
+
+import nets
+from nets.profile import count_macs, count_parameters, measure_latency, separable_costs
+from utils.cli import ArgumentParser, UserError, run
+
+
+def parse_args(argv: list[str] | None):
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backbone", required=True, help=f"one of: {', '.join(nets.available())}")
+    parser.add_argument("--input-shape", nargs=2, type=int, default=(224, 224), metavar=("H", "W"),
+                        help="image size (default 224 224; below 96 the small-input stem)")
+    parser.add_argument("--width-mult", type=float, default=1.0,
+                        help="width multiplier α (MobileNets only; default 1.0)")
+    parser.add_argument("--num-classes", type=int, default=1000, help="outputs (default 1000)")
+    parser.add_argument("--in-channels", type=int, default=3, help="image channels (default 3)")
+    parser.add_argument("--latency", action="store_true",
+                        help="also time single-image inference on the CPU")
+    parser.add_argument("--runs", type=int, default=20, help="timed runs for --latency (median)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for --latency (default: torch's, one per core); "
+                             "1 gives steadier figures on a busy machine")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        raise UserError(f"--runs must be at least 1, got {args.runs}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {args.threads}")
+    return args
+
+
+def _millions(n: float) -> str:
+    return f"{n / 1e9:.2f} G" if n >= 1e9 else f"{n / 1e6:.2f} M"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    shape = tuple(args.input_shape)
+    build = dict(name=args.backbone, num_classes=args.num_classes, input_shape=shape,
+                 width_mult=args.width_mult, in_channels=args.in_channels)
+    with torch.device("meta"):
+        model = nets.get_model(**build)
+
+    params = count_parameters(model)
+    macs = count_macs(model, shape, args.in_channels)
+    print(f"{args.backbone}: input {shape[0]}x{shape[1]}x{args.in_channels}, "
+          f"width_mult {args.width_mult:g}, {args.num_classes} classes")
+    print(f"parameters  {params:,} ({_millions(params)})")
+    print(f"MACs        {macs:,} ({_millions(macs)}; FLOPs / 2, torch.utils.flop_counter)")
+    if args.latency:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        cpu_model = nets.get_model(**build)
+        seconds = measure_latency(cpu_model, shape, args.in_channels, runs=args.runs)
+        threads = torch.get_num_threads()
+        print(f"latency     {seconds * 1e3:.1f} ms (CPU, 1 image, median of {args.runs}, "
+              f"{threads} thread{'s' if threads > 1 else ''})")
+
+    costs = separable_costs(model, shape, args.in_channels)
+    if costs:
+        print("\ndepthwise-separable layers: cost against a standard Dk x Dk conv from M to N")
+        print(f"{'layer':<24}{'Dk':>3}{'M':>6}{'N':>6}{'output':>10}{'dw+pw MACs':>14}"
+              f"{'standard MACs':>15}{'ratio':>9}{'1/N+1/Dk²':>11}")
+        for c in costs:
+            out = f"{c.output_size[0]}x{c.output_size[1]}"
+            print(f"{c.name:<24}{c.kernel:>3}{c.in_channels:>6}{c.out_channels:>6}{out:>10}"
+                  f"{c.depthwise_macs + c.pointwise_macs:>14,}{c.standard_macs:>15,}"
+                  f"{c.ratio:>9.4f}{c.formula:>11.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
