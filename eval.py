@@ -1,0 +1,146 @@
+"""Measure a trained model on an annotation file: ``python eval.py [--model CKPT]``.
+
+Batched evaluation through the very code that scores every training epoch (same decode
+cache, preprocessing, normalisation and metrics), so the top-1 printed here is the top-1
+the run logged.  Prints top-1, top-5 (top-k for fewer than 5 classes), mean recall, mean
+precision and the speed, and writes to ``--out`` (default ``metrics_out/``):
+
+    metrics.json           every number, per class too
+    confusion_matrix.csv   counts, rows = true class, columns = predicted class
+    confusion_matrix.png   the same as a heat map
+    recall.png, precision.png   one bar per class
+
+``--one-by-one`` scores the same images one at a time (open, preprocess, forward), the
+loop batched evaluation replaces; it is there to measure the difference.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from utils.classifier import Classifier, add_model_arguments, load_from_args, one_by_one_batches
+from utils.cli import ArgumentParser, UserError, run
+from utils.data import make_batches, read_samples
+from utils.evaluate import EvalResult, evaluate
+from utils.metrics import ClassReport, class_report
+from utils.plots import plot_confusion, plot_per_class
+from utils.trainer import amp_dtype
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--annotation", default="cls_test.txt",
+                        help="<class_id>;<path> list to evaluate (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    parser.add_argument("--out", default="metrics_out", help="folder for the reports")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="image-decoding processes")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="decode images on the fly instead of through the .cache/ tensor")
+    parser.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"),
+                        help="mixed precision, as in training: auto = bf16/fp16 on GPU, "
+                        "off on CPU")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                        help="channels-last memory format, as in training")
+    parser.add_argument("--one-by-one", action="store_true",
+                        help="evaluate one image at a time (the slow baseline, for comparison)")
+    add_model_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    if args.workers < 0:
+        raise UserError("--workers must be 0 or more")
+    return args
+
+
+def summarize(classifier: Classifier, result: EvalResult, report: ClassReport) -> dict:
+    """Everything ``metrics.json`` holds, fractions in [0, 1]."""
+    k = min(5, len(classifier.classes))
+    return {
+        "images": result.count,
+        "top1": result.top1,
+        "top5": result.top5,
+        "top5_k": k,  # top-5 is top-k with k = min(5, classes)
+        "loss": result.loss,
+        "mean_recall": report.mean_recall,
+        "mean_precision": report.mean_precision,
+        "per_class": [{"class": name, "recall": r, "precision": p, "support": s}
+                      for name, r, p, s in zip(classifier.classes, report.recall,
+                                               report.precision, report.support)],
+    }
+
+
+def write_reports(out: Path, classes: list[str], result: EvalResult, report: ClassReport,
+                  metrics: dict) -> None:
+    """``metrics.json``, the confusion matrix (CSV + PNG) and the per-class bar plots."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    with open(out / "confusion_matrix.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true \\ predicted", *classes])
+        for name, row in zip(classes, result.matrix.tolist()):
+            writer.writerow([name, *row])
+    plot_confusion(result.matrix, classes, out / "confusion_matrix.png")
+    plot_per_class(report.recall, classes, out / "recall.png", "recall")
+    plot_per_class(report.precision, classes, out / "precision.png", "precision")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    classifier = load_from_args(args)
+    device, num_classes = classifier.device, len(classifier.classes)
+
+    start = time.perf_counter()
+    if args.one_by_one:
+        samples = read_samples(args.annotation, num_classes)
+        batches, total = one_by_one_batches(samples, classifier.input_shape), len(samples)
+    else:
+        batches = make_batches(args.annotation, num_classes, classifier.input_shape,
+                               args.batch_size, train=False, device=device,
+                               workers=args.workers, cache=not args.no_cache)
+        total = len(batches)
+    prepared = time.perf_counter()
+    result = evaluate(classifier.model, batches, num_classes=num_classes,
+                      mean=classifier.mean, std=classifier.std, device=device,
+                      amp_dtype=amp_dtype(args.amp, device),
+                      channels_last=args.channels_last and not args.one_by_one,
+                      progress=lambda b: tqdm(b, total=total, desc="evaluating", leave=False,
+                                              disable=None))
+    finished = time.perf_counter()
+    if not result.count:
+        raise UserError(f"none of the images in {args.annotation} could be read")
+
+    report = class_report(result.matrix)
+    metrics = summarize(classifier, result, report)
+    seconds = finished - start
+    metrics.update(model=classifier.info.get("path"), annotation=args.annotation,
+                   seconds=seconds, images_per_second=result.count / seconds,
+                   one_by_one=args.one_by_one)
+    out = Path(args.out)
+    write_reports(out, classifier.classes, result, report, metrics)
+
+    k = min(5, num_classes)
+    print(f"model           {classifier.describe()}")
+    if classifier.info.get("top1") is not None:
+        print(f"                (top-1 recorded at that epoch: {classifier.info['top1']:.2%})")
+    print(f"images          {result.count} from {args.annotation}")
+    print(f"top-1           {result.top1:.2%}")
+    print(f"top-{k}           {result.top5:.2%}")
+    print(f"mean recall     {report.mean_recall:.2%}")
+    print(f"mean precision  {report.mean_precision:.2%}")
+    print(f"loss            {result.loss:.4f}")
+    print(f"speed           {result.count / seconds:.0f} img/s on {device} ({seconds:.1f}s: "
+          f"{prepared - start:.1f}s preparing images, {finished - prepared:.1f}s evaluating"
+          f"{', one image at a time' if args.one_by_one else ''})")
+    print(f"reports in      {out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

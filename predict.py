@@ -1,0 +1,174 @@
+"""Classify images with a trained model: ``python predict.py IMAGE... | DIR [--model CKPT]``.
+
+Prints the top-k classes with their probabilities for each image; a folder is searched
+(recursively) for images, which are classified in batches.  With no paths, asks for them
+at an ``Image path:`` prompt until end of input, so paths can also be piped in::
+
+    python predict.py cat.jpg dog.png                # the best model of the latest run
+    python predict.py datasets/test/cat --json       # a folder, machine-readable
+    find photos -name '*.jpg' | python predict.py    # paths from another program
+    python predict.py --export-onnx model.onnx       # ONNX export, checked against PyTorch
+
+A path that is missing or not an image is reported and skipped; the exit code is 2 only
+when no image at all could be classified.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Iterable, Iterator
+
+from utils.classifier import Classifier, add_model_arguments, load_from_args
+from utils.cli import ArgumentParser, UserError, run, warn
+from utils.image import ImageError, is_image_file, load_image
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="*", metavar="IMAGE|DIR",
+                        help="images or folders (none: read paths at a prompt)")
+    parser.add_argument("--topk", type=int, default=5, help="classes shown per image")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON list of {path, predictions: [{class, probability}]}")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    parser.add_argument("--export-onnx", metavar="OUT.onnx",
+                        help="write the model as ONNX (dynamic batch) and check it against "
+                        "PyTorch; classifies too when paths are given")
+    add_model_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.topk < 1:
+        raise UserError("--topk must be at least 1")
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    return args
+
+
+def image_paths(source: str) -> Iterator[str]:
+    """The image files ``source`` names: itself, or those under it when it is a folder.
+
+    Folders are walked in sorted order, skipping hidden entries and non-image files.  A file
+    named explicitly is always tried, whatever its extension: the decoder decides.
+    """
+    if os.path.isdir(source):
+        found = False
+        for root, dirs, files in os.walk(source):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if is_image_file(name):
+                    found = True
+                    yield os.path.join(root, name)
+        if not found:
+            warn(f"{source}: no image files in this folder")
+    elif os.path.exists(source):
+        yield source
+    else:
+        warn(f"{source}: no such file or folder")
+
+
+def prompted_paths(stream=None) -> Iterator[str]:
+    """Paths typed at the prompt (one per line) until end of input.
+
+    The prompt goes to stderr and only when a person is typing, so piped input and
+    ``--json`` output stay clean.  Quotes added by dragging a file into a terminal are removed.
+    """
+    stream = stream or sys.stdin
+    interactive = stream.isatty()
+    while True:
+        if interactive:
+            print("Image path: ", end="", file=sys.stderr, flush=True)
+        line = stream.readline()
+        if not line:
+            return
+        path = line.strip().strip("'\"")
+        if path:
+            yield path
+
+
+def batched(paths: Iterable[str], size: int) -> Iterator[list[str]]:
+    batch = []
+    for path in paths:
+        batch.append(path)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def classify(classifier: Classifier, sources: Iterable[str], topk: int, batch_size: int,
+             emit) -> tuple[int, int]:
+    """Classify every image the sources name, calling ``emit(path, top)`` for each.
+
+    Each source is finished before the next is read, so answers appear as paths are typed.
+    Returns how many images were classified and how many sources were given.
+    """
+    done = given = 0
+    for given, source in enumerate(sources, 1):
+        for paths in batched(image_paths(source), batch_size):
+            images, readable = [], []
+            for path in paths:
+                try:
+                    images.append(load_image(path))
+                    readable.append(path)
+                except ImageError as exc:
+                    warn(f"{path}: {exc.reason}")
+            if not images:
+                continue
+            probabilities = classifier.predict(images, batch_size)
+            for path, top in zip(readable, classifier.topk(probabilities, topk)):
+                emit(path, top)
+            done += len(readable)
+    return done, given
+
+
+def print_table(path: str, top: list[tuple[str, float]]) -> None:
+    width = max(len(name) for name, _ in top)
+    lines = [path] + [f"  {rank}. {name:<{width}}  {p * 100:6.2f}%"
+                      for rank, (name, p) in enumerate(top, 1)]
+    print("\n".join(lines), flush=True)
+
+
+def export(classifier: Classifier, path: str) -> None:
+    from utils.onnx_export import INPUT_NAME, OUTPUT_NAME, check_onnx, export_onnx
+
+    t0 = time.perf_counter()
+    export_onnx(classifier, path)
+    diff = check_onnx(classifier, path)
+    h, w = classifier.input_shape
+    mean = ", ".join(f"{v:.4g}" for v in classifier.mean)
+    std = ", ".join(f"{v:.4g}" for v in classifier.std)
+    print(f"wrote {path} in {time.perf_counter() - t0:.1f}s: input '{INPUT_NAME}' float32 "
+          f"[batch, 3, {h}, {w}] = (RGB / 255 - mean) / std, mean ({mean}), std ({std}); "
+          f"output '{OUTPUT_NAME}' [batch, {len(classifier.classes)}]; class names in the "
+          f"metadata; onnxruntime vs PyTorch max abs diff {diff:.2g}", file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    classifier = load_from_args(args)
+    if args.export_onnx:
+        export(classifier, args.export_onnx)
+        if not args.paths:
+            return 0
+    results = []
+    if args.json:
+        def emit(path, top):
+            results.append({"path": path, "predictions": [
+                {"class": name, "probability": p} for name, p in top]})
+    else:
+        emit = print_table
+    sources = args.paths or prompted_paths()
+    done, given = classify(classifier, sources, args.topk, args.batch_size, emit)
+    if not given:
+        raise UserError("no image paths given: pass IMAGE... or DIR, or type paths at the prompt")
+    if not done:
+        raise UserError("no image could be classified (see the warnings above)")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,138 @@
+"""eval.py: exact metrics on a crafted case, agreement with training, and bad input."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import eval as eval_script  # the top-level eval.py, not the builtin
+import nets
+from tests import test_metrics as case
+from tests.helpers import assert_clean_error, make_dataset, run_script
+from tests.test_predict import make_checkpoint
+from utils.annotation import write_annotation, write_classes
+from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.cli import UserError
+
+STUB_CLASSES = [f"class{i}" for i in range(case.NUM_CLASSES)]
+
+
+@pytest.fixture()
+def stub_project(tmp_path, monkeypatch):
+    """A project whose "model" outputs the logits of tests/test_metrics.py's crafted case.
+
+    Image *i* is a flat grey of value *i*; with an identity normalisation the stub reads
+    the index back from the pixels, so the whole eval.py path runs with known logits.
+    """
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(nets, "get_model", lambda *args, **kwargs: case.StubNet())
+    samples = []
+    for i, label in enumerate(case.LABELS):
+        path = tmp_path / "images" / f"{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(np.full((16, 16, 3), i, dtype=np.uint8)).save(path)
+        samples.append((label, str(path)))
+    write_annotation(tmp_path / "cls_test.txt", samples)
+    write_classes(tmp_path / "model_data" / "cls_classes.txt", STUB_CLASSES)
+    save_checkpoint({"model": {}, "backbone": "stub", "num_classes": case.NUM_CLASSES,
+                     "classes": STUB_CLASSES, "input_shape": [16, 16], "width_mult": 1.0,
+                     "in_channels": 3, "mean": list(case.IDENTITY_MEAN),
+                     "std": list(case.IDENTITY_STD), "epoch": 1}, tmp_path / "stub.pth")
+    return tmp_path
+
+
+@pytest.mark.parametrize("mode", [[], ["--no-cache"], ["--one-by-one"]])
+def test_reports_equal_hand_computed_values(stub_project, mode, capsys):
+    assert eval_script.main(["--model", "stub.pth", "--batch-size", "4", "--workers", "0",
+                             *mode]) == 0
+    out = stub_project / "metrics_out"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images"] == len(case.LABELS)
+    assert metrics["top1"] == pytest.approx(case.EXPECTED_TOP1)
+    assert metrics["top5"] == pytest.approx(case.EXPECTED_TOP5) and metrics["top5_k"] == 5
+    assert metrics["mean_recall"] == pytest.approx(case.EXPECTED_MEAN_RECALL)
+    assert metrics["mean_precision"] == pytest.approx(case.EXPECTED_MEAN_PRECISION)
+    per_class = metrics["per_class"]
+    assert [c["class"] for c in per_class] == STUB_CLASSES
+    assert [c["recall"] for c in per_class] == pytest.approx(case.EXPECTED_RECALL)
+    assert [c["precision"] for c in per_class] == pytest.approx(case.EXPECTED_PRECISION)
+
+    with open(out / "confusion_matrix.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][1:] == STUB_CLASSES
+    assert [r[0] for r in rows[1:]] == STUB_CLASSES
+    assert [[int(v) for v in r[1:]] for r in rows[1:]] == case.EXPECTED_MATRIX
+    for name in ("confusion_matrix.png", "recall.png", "precision.png"):
+        with Image.open(out / name) as png:
+            assert png.format == "PNG"
+
+    printed = capsys.readouterr().out
+    assert "top-1           66.67%" in printed and "top-5           77.78%" in printed
+    assert "mean recall     72.22%" in printed and "mean precision  58.33%" in printed
+
+
+def test_missing_annotation_file(stub_project):
+    with pytest.raises(UserError, match="annotation file nope.txt not found"):
+        eval_script.main(["--model", "stub.pth", "--annotation", "nope.txt"])
+
+
+@pytest.fixture(scope="module")
+def trained_project(tmp_path_factory):
+    """A real train.py run: 2 epochs of a tiny MobileNetV2 on 3 colour classes."""
+    root = tmp_path_factory.mktemp("trained")
+    classes = ["blue", "green", "red"]
+    make_dataset(root, classes=classes, train=16, test=5)
+    write_classes(root / "model_data" / "cls_classes.txt", classes)
+    for split in ("train", "test"):
+        write_annotation(root / f"cls_{split}.txt",
+                         [(label, str(path)) for label, name in enumerate(classes)
+                          for path in sorted((root / "datasets" / split / name).iterdir())])
+    result = run_script("train.py", "--backbone", "mobilenetv2", "--width-mult", "0.25",
+                        "--input-shape", "16", "16", "--epochs", "2", "--batch-size", "8",
+                        "--eval-batch-size", "4", "--workers", "0", "--device", "cpu",
+                        "--run-name", "run", cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
+def test_top1_equals_the_top1_recorded_by_training(trained_project, monkeypatch):
+    monkeypatch.chdir(trained_project)
+    best = load_checkpoint("logs/run/best.pth")
+    with open("logs/run/metrics.csv", newline="") as f:
+        logged = {int(r["epoch"]): r for r in csv.DictReader(f)}[best["epoch"]]
+    # Default --model: the best checkpoint of the latest run.  A batch size other than
+    # training's must not matter.
+    assert eval_script.main(["--batch-size", "7", "--workers", "0"]) == 0
+    metrics = json.loads(Path("metrics_out/metrics.json").read_text())
+    assert metrics["model"] == str(Path("logs/run/best.pth"))
+    assert metrics["images"] == 15
+    assert metrics["top1"] == best["top1"]
+    # The CSV keeps 6 significant digits.  The loss moves with any change of pixels, so it
+    # agreeing too shows both ran the same preprocessing, not just the same argmax.
+    assert metrics["top1"] == pytest.approx(float(logged["val_acc"]), rel=1e-5)
+    assert metrics["loss"] == pytest.approx(float(logged["val_loss"]), rel=1e-5)
+    assert metrics["top5_k"] == 3 and metrics["top5"] == 1.0
+
+
+def test_labels_out_of_range_is_a_clean_error(trained_project, tmp_path):
+    bad = tmp_path / "bad.txt"
+    image = next((trained_project / "datasets" / "test" / "red").iterdir())
+    bad.write_text(f"0;{image}\n7;{image}\n")
+    result = run_script("eval.py", "--annotation", bad, "--workers", "0", cwd=trained_project)
+    assert_clean_error(result, "out of range", "3 classes")
+
+
+def test_checkpoint_of_another_class_count(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_checkpoint(tmp_path / "five.pth", classes=["a", "b", "c", "d", "e"])
+    ckpt = torch.load(tmp_path / "five.pth", weights_only=True)
+    ckpt["num_classes"] = 3  # weights for 5 classes described as 3
+    ckpt["classes"] = ["a", "b", "c"]
+    save_checkpoint(ckpt, tmp_path / "five.pth")
+    with pytest.raises(UserError, match="weights do not fit mobilenetv2 with 3 classes"):
+        eval_script.main(["--model", str(tmp_path / "five.pth")])
