@@ -28,7 +28,7 @@ train: $(VENV)/.installed-runtime
 	$(BIN)/python train.py
 
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --durations=15 tests
 
 clean-venv:
 	rm -rf $(VENV)

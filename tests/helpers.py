@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ def make_dataset(root: Path, classes=("cat", "dog"), train=6, test=3, size=(16, 
         for c, name in enumerate(classes):
             for i in range(count):
                 make_image(root / "datasets" / split / name / f"{i:03d}.{ext}",
-                           COLOURS[c % len(COLOURS)], size, seed=hash((split, c, i)) % 2**31)
+                           COLOURS[c % len(COLOURS)], size, seed=zlib.crc32(f"{split}{c}/{i}".encode()))
     return root / "datasets"
 
 

@@ -58,13 +58,13 @@ def load_file(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            reason = "it contains Python objects or code, which are refused for safety"
-        raise UserError(f"{path}: refused to load: {reason}") from exc
+        # weights_only names the offending global when a pickle would build arbitrary objects
+        if "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
+            raise UserError(f"{path}: refused to load: it contains Python objects or code, "
+                            "which are never unpickled (weights_only)") from exc
+        raise UserError(f"{path}: not a PyTorch checkpoint or weights file") from exc
     except Exception as exc:  # zip/pickle/EOF errors all mean the same thing to a user
-        raise UserError(f"{path}: not a PyTorch checkpoint or weights file "
-                        f"({type(exc).__name__})") from exc
+        raise UserError(f"{path}: not a PyTorch checkpoint or weights file") from exc
 
 
 def is_checkpoint(obj: Any) -> bool:

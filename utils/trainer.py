@@ -31,7 +31,7 @@ from utils.augment import BatchAugment
 from utils.checkpoint import save_checkpoint, strip_prefixes
 from utils.cli import UserError, warn
 from utils.config import to_dict
-from utils.data import make_batches
+from utils.data import make_batches, read_samples
 from utils.evaluate import autocast, evaluate
 from utils.run_log import RunLog
 
@@ -148,6 +148,12 @@ class Trainer:
         self.model.to(self.device, memory_format=self.memory_format)
 
         self.phases = plan_phases(cfg)
+        # Fail before anything is written: the annotation must exist and hold whole batches.
+        train_count = len(read_samples(cfg.train_annotation, len(self.classes)))
+        for phase in self.phases:
+            if train_count < phase.batch_size * self.dist.world_size:
+                raise UserError(f"the {phase.name} batch size {phase.batch_size} is larger than "
+                                f"the {train_count} images in {cfg.train_annotation}: lower it")
         self.val_batches = self._batches(cfg.test_annotation, cfg.eval_batch_size, train=False)
         self.best_top1 = resume["best_top1"] if resume else -1.0
         self.best_epoch = resume.get("best_epoch", 0) if resume else 0
