@@ -24,9 +24,9 @@ from utils.augment import BatchAugment
 from utils.cli import ArgumentParser, run
 from utils.data import make_batches, read_samples
 from utils.distributed import resolve_device
-from utils.evaluate import autocast, evaluate
+from utils.evaluate import amp_dtype, autocast, evaluate
 from utils.image import load_image
-from utils.trainer import amp_dtype, make_optimizer, train_step
+from utils.trainer import make_optimizer, train_step
 
 
 def parse_args(argv):
@@ -50,6 +50,8 @@ def parse_args(argv):
                    help="also time a per-sample PIL DataLoader and a one-image-at-a-time eval")
     p.add_argument("--baseline-images", type=int, default=2000,
                    help="images the (slow) baseline loops process per window")
+    p.add_argument("--stages", nargs="+", choices=("data", "train", "eval"),
+                   default=["data", "train", "eval"], help="what to measure")
     return p.parse_args(argv)
 
 
@@ -98,91 +100,86 @@ class PilDataset(Dataset):
         return self.transform(load_image(path)), label
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    device = resolve_device(args.device)
-    shape = tuple(args.input_shape)
-    classes = read_classes(args.classes)
-    dtype = amp_dtype(args.amp, device)
-    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    results: list[tuple[str, str]] = []
-    print(f"{args.backbone} {shape[0]}x{shape[1]}, batch {args.batch_size}, {device}"
-          f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
-          f"amp {dtype}, channels_last {args.channels_last}, torch {torch.__version__}")
+class Report:
+    """Prints each figure as soon as it is measured, aligned."""
 
-    # --- data pipeline: decode cache + batch augmentation on the device
+    def __call__(self, key: str, value: str) -> None:
+        print(f"{key:<52}{value:>14}", flush=True)
+
+
+def bench_data(args, ctx, report) -> None:
+    """Our pipeline (decode cache + batch augmentation) vs a per-sample PIL DataLoader."""
+    device, shape = ctx["device"], ctx["shape"]
     t0 = time.perf_counter()
-    train_batches = make_batches(args.data, len(classes), shape, args.batch_size, train=True,
-                                 device=device, workers=args.workers)
-    results.append(("decode cache ready (first run builds it)", f"{time.perf_counter() - t0:.1f} s"))
-    augment = BatchAugment(shape, preprocess.is_small(shape))
-    stream = cycle(train_batches)
+    batches = ctx["train_batches"]()
+    report("decode cache ready (first run builds it)", f"{time.perf_counter() - t0:.1f} s")
+    stream = cycle(batches)
 
-    def ours_data():
-        images, labels = next(stream)
+    def ours():
+        images, _ = next(stream)
         images = images.to(device, non_blocking=True)
-        preprocess.normalize(augment(images), preprocess.IMAGENET_MEAN, preprocess.IMAGENET_STD)
+        preprocess.normalize(ctx["augment"](images), preprocess.IMAGENET_MEAN,
+                             preprocess.IMAGENET_STD)
 
-    data_rate = timed(ours_data, args.batch_size, device, args.steps, args.repeats)
-    results.append(("data pipeline, ours (img/s)", f"{data_rate:,.0f}"))
-    if args.baseline:
-        samples = read_samples(args.data, len(classes))
-        loader = DataLoader(PilDataset(samples, shape, True), batch_size=args.batch_size,
-                            shuffle=True, num_workers=args.workers, drop_last=True,
-                            persistent_workers=args.workers > 0, pin_memory=device.type == "cuda")
-        base_stream = cycle(loader)
+    rate = timed(ours, args.batch_size, device, args.steps, args.repeats)
+    report("data pipeline, ours (img/s)", f"{rate:,.0f}")
+    if not args.baseline:
+        return
+    loader = DataLoader(PilDataset(ctx["samples"](args.data), shape, True),
+                        batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
+                        drop_last=True, persistent_workers=args.workers > 0,
+                        pin_memory=device.type == "cuda")
+    base_stream = cycle(loader)
+    calls = max(1, args.baseline_images // args.batch_size)
+    base = timed(lambda: next(base_stream)[0].to(device, non_blocking=True), args.batch_size,
+                 device, calls, args.repeats, warmup=1)
+    report("data pipeline, per-sample PIL DataLoader (img/s)", f"{base:,.0f}")
+    report("data pipeline speed-up", f"{rate / base:.1f}x")
 
-        def base_data():
-            images, _ = next(base_stream)
-            images.to(device, non_blocking=True)
 
-        calls = max(1, args.baseline_images // args.batch_size)
-        base_rate = timed(base_data, args.batch_size, device, calls, args.repeats, warmup=1)
-        results.append(("data pipeline, per-sample PIL DataLoader (img/s)", f"{base_rate:,.0f}"))
-        results.append(("data pipeline speed-up", f"{data_rate / base_rate:.1f}x"))
-
-    # --- training step (model + optimizer), then end to end with our pipeline
-    torch.manual_seed(0)
-    model = nets.get_model(args.backbone, len(classes), input_shape=shape,
-                           width_mult=args.width_mult).to(device, memory_format=fmt)
+def bench_train(args, ctx, report) -> None:
+    """The optimisation step alone (batch already on the device), then end to end."""
+    device, fmt, dtype = ctx["device"], ctx["fmt"], ctx["dtype"]
+    model = ctx["model"]
     recipe = argparse.Namespace(optimizer="sgd", momentum=0.9, weight_decay=5e-4)
     optimizer = make_optimizer(model, recipe, 0.1, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     train_model = torch.compile(model) if args.compile else model
-    fixed = next(iter(train_batches))
-    fixed = (fixed[0].to(device), fixed[1].to(device))
+    batches = ctx["train_batches"]()
+    fixed = [t.to(device) for t in next(iter(batches))]
 
     def step(images, labels):
-        train_step(train_model, images, labels, augment, optimizer, scaler, label_smoothing=0.1,
-                   mean=preprocess.IMAGENET_MEAN, std=preprocess.IMAGENET_STD, amp_dtype=dtype,
-                   memory_format=fmt)
+        train_step(train_model, images, labels, ctx["augment"], optimizer, scaler,
+                   label_smoothing=0.1, mean=preprocess.IMAGENET_MEAN,
+                   std=preprocess.IMAGENET_STD, amp_dtype=dtype, memory_format=fmt)
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    step_rate = timed(lambda: step(*fixed), args.batch_size, device, args.steps, args.repeats)
-    results.append(("train step, data on device (img/s)", f"{step_rate:,.0f}"))
+    rate = timed(lambda: step(*fixed), args.batch_size, device, args.steps, args.repeats)
+    report("train step, data on device (img/s)", f"{rate:,.0f}")
+    stream = cycle(batches)
 
     def end_to_end():
         images, labels = next(stream)
         step(images.to(device, non_blocking=True), labels.to(device, non_blocking=True))
 
-    e2e_rate = timed(end_to_end, args.batch_size, device, args.steps, args.repeats)
-    results.append(("train, end to end with our pipeline (img/s)", f"{e2e_rate:,.0f}"))
+    rate = timed(end_to_end, args.batch_size, device, args.steps, args.repeats)
+    report("train, end to end with our pipeline (img/s)", f"{rate:,.0f}")
 
-    # --- evaluation: batched over the decode cache vs one image at a time
-    val_batches = make_batches(args.eval_data, len(classes), shape, args.eval_batch_size,
+
+def bench_eval(args, ctx, report) -> None:
+    """Batched evaluation over the decode cache vs one image at a time; latency."""
+    device, shape, fmt, dtype = ctx["device"], ctx["shape"], ctx["fmt"], ctx["dtype"]
+    model, num_classes = ctx["model"], ctx["num_classes"]
+    val_batches = make_batches(args.eval_data, num_classes, shape, args.eval_batch_size,
                                train=False, device=device, workers=args.workers)
-    count = sum(len(lbl) for _, lbl in val_batches)
+    count = sum(len(labels) for _, labels in val_batches)
 
-    def ours_eval():
-        evaluate(model, val_batches, num_classes=len(classes), mean=preprocess.IMAGENET_MEAN,
+    def ours():
+        evaluate(model, val_batches, num_classes=num_classes, mean=preprocess.IMAGENET_MEAN,
                  std=preprocess.IMAGENET_STD, device=device, amp_dtype=dtype,
                  channels_last=args.channels_last)
 
-    eval_rate = timed(ours_eval, count, device, 1, args.repeats, warmup=1)
-    results.append((f"eval, batched ({count} images, img/s)", f"{eval_rate:,.0f}"))
-
-    eval_samples = read_samples(args.eval_data, len(classes))
+    rate = timed(ours, count, device, 1, args.repeats, warmup=1)
+    report(f"eval, batched ({count} images, img/s)", f"{rate:,.0f}")
     model.eval()
 
     @torch.inference_mode()
@@ -192,27 +189,55 @@ def main(argv=None) -> int:
         with autocast(device, dtype):
             return model(x.contiguous(memory_format=fmt)).argmax(1).item()
 
+    samples = ctx["samples"](args.eval_data)
     latencies = []
-    for _, path in eval_samples[:50]:
+    for _, path in samples[:50]:
         t0 = time.perf_counter()
         predict_one(path)
         latencies.append(time.perf_counter() - t0)
-    results.append(("single-image latency, load + predict (ms, median)",
-                    f"{1000 * statistics.median(latencies[5:]):.2f}"))
+    report("single-image latency, load + predict (ms, median)",
+           f"{1000 * statistics.median(latencies[5:]):.2f}")
     if args.baseline:
-        subset = eval_samples[:min(len(eval_samples), args.baseline_images)]
-        one_rate = timed(lambda: [predict_one(p) for _, p in subset], len(subset), device, 1,
-                         args.repeats, warmup=0)
-        results.append(("eval, one image at a time (img/s)", f"{one_rate:,.0f}"))
-        results.append(("eval speed-up", f"{eval_rate / one_rate:.1f}x"))
+        subset = samples[:args.baseline_images]
+        one = timed(lambda: [predict_one(p) for _, p in subset], len(subset), device, 1,
+                    args.repeats, warmup=0)
+        report("eval, one image at a time (img/s)", f"{one:,.0f}")
+        report("eval speed-up", f"{rate / one:.1f}x")
 
+
+STAGES = {"data": bench_data, "train": bench_train, "eval": bench_eval}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    shape = tuple(args.input_shape)
+    num_classes = len(read_classes(args.classes))
+    dtype = amp_dtype(args.amp, device)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    print(f"{args.backbone} {shape[0]}x{shape[1]}, batch {args.batch_size}, {device}"
+          f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
+          f"amp {dtype}, channels_last {args.channels_last}, torch {torch.__version__}")
+    torch.manual_seed(0)
+    ctx = {
+        "device": device, "shape": shape, "dtype": dtype, "fmt": fmt,
+        "num_classes": num_classes,
+        "augment": BatchAugment(shape, preprocess.is_small(shape)),
+        "model": nets.get_model(args.backbone, num_classes, input_shape=shape,
+                                width_mult=args.width_mult).to(device, memory_format=fmt),
+        "samples": lambda annotation: read_samples(annotation, num_classes),
+        "train_batches": lambda: make_batches(args.data, num_classes, shape, args.batch_size,
+                                              train=True, device=device, workers=args.workers),
+    }
     if device.type == "cuda":
-        results.append(("peak GPU memory (MiB)", f"{torch.cuda.max_memory_allocated(device) / 2**20:,.0f}"))
-    results.append(("peak host memory (MiB)",
-                    f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f}"))
-    width = max(len(k) for k, _ in results)
-    for key, value in results:
-        print(f"{key:<{width}}  {value:>10}")
+        torch.cuda.reset_peak_memory_stats(device)
+    report = Report()
+    for stage in args.stages:
+        STAGES[stage](args, ctx, report)
+    if device.type == "cuda":
+        report("peak GPU memory (MiB)", f"{torch.cuda.max_memory_allocated(device) / 2**20:,.0f}")
+    report("peak host memory (MiB)",
+           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f}")
     return 0
 
 

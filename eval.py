@@ -27,10 +27,9 @@ from tqdm import tqdm
 from utils.classifier import Classifier, add_model_arguments, load_from_args, one_by_one_batches
 from utils.cli import ArgumentParser, UserError, run
 from utils.data import make_batches, read_samples
-from utils.evaluate import EvalResult, evaluate
+from utils.evaluate import EvalResult, amp_dtype, evaluate
 from utils.metrics import ClassReport, class_report
 from utils.plots import plot_confusion, plot_per_class
-from utils.trainer import amp_dtype
 
 
 def parse_args(argv=None):

@@ -12,9 +12,9 @@ MIN_INPUT = 8
 class ImageClassifier(nn.Module):
     """Base class: a ``features`` backbone followed by a ``classifier`` head.
 
-    Subclasses define ``features`` and ``classifier`` (modules or properties) and implement
-    :meth:`forward_features` (image -> feature map) and :meth:`forward_head` (feature map ->
-    logits).  This class adds freezing the backbone for a linear-probe / warm-up phase.
+    Subclasses define ``features`` and ``classifier`` (modules or properties) and override
+    :meth:`forward_features` / :meth:`forward_head` where theirs differ from the defaults.
+    This class adds freezing the backbone for a linear-probe / warm-up phase.
     """
 
     def __init__(self) -> None:
@@ -22,10 +22,12 @@ class ImageClassifier(nn.Module):
         self._backbone_frozen = False
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Image batch -> feature map."""
+        return self.features(x)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Feature map -> logits: global average pooling (any input size), then the head."""
+        return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -57,6 +59,23 @@ class ImageClassifier(nn.Module):
         if self._backbone_frozen:
             self.features.eval()
         return self
+
+
+def init_weights(model: nn.Module) -> None:
+    """The usual from-scratch initialisation of every family (torchvision's).
+
+    He-normal convolutions (fan-out), BatchNorm as identity, small-normal linear layers,
+    zero biases.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+        if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)) and m.bias is not None:
+            nn.init.zeros_(m.bias)
 
 
 class ConvBNAct(nn.Sequential):

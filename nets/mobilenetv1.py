@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nets.common import ConvBNAct, ImageClassifier, make_divisible
+from nets.common import ConvBNAct, ImageClassifier, init_weights, make_divisible
 from nets.registry import PretrainedCfg, register_model
 
 #: Output channels and stride of the 13 depthwise-separable layers (the paper's Table 1).
@@ -68,25 +68,7 @@ class MobileNetV1(ImageClassifier):
             channels = out_channels
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(channels, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        # Global average pooling (the paper's 7x7 avg-pool at 224x224, any size here).
-        return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+        init_weights(self)
 
 
 @register_model(PretrainedCfg(url=None), width_mult=True)

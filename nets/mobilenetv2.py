@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nets.common import ConvBNAct, ImageClassifier, make_divisible
+from nets.common import ConvBNAct, ImageClassifier, init_weights, make_divisible
 from nets.registry import PretrainedCfg, register_model
 
 #: (expansion t, output channels c, repeats n, first stride s): the paper's Table 2.
@@ -83,24 +83,7 @@ class MobileNetV2(ImageClassifier):
         layers.append(ConvBNAct(channels, last_channels, 1, activation=nn.ReLU6))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(last_channels, num_classes))
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+        init_weights(self)
 
 
 @register_model(PretrainedCfg("https://download.pytorch.org/models/mobilenet_v2-b0353104.pth"),

@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nets.common import ImageClassifier
+from nets.common import ImageClassifier, init_weights
 from nets.registry import PretrainedCfg, register_model
 
 #: Configuration D of the paper's Table 1: output channels of each 3x3 conv, "M" a max-pool.
@@ -64,22 +64,7 @@ class VGG(ImageClassifier):
             nn.Dropout(dropout),
             nn.Linear(4096, num_classes),
         )
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
+        init_weights(self)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(x), 1))

@@ -37,6 +37,7 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give it a normal file's mode
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, "version": VERSION, **checkpoint}, f)
             f.flush()
@@ -48,6 +49,12 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def load_file(path: str | os.PathLike) -> Any:
@@ -72,16 +79,21 @@ def is_checkpoint(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("format") == FORMAT
 
 
+def check_complete(ckpt: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    """Return ``ckpt`` if it carries the weights and every description key."""
+    missing = [k for k in (*DESCRIPTION_KEYS, "model") if k not in ckpt]
+    if missing:
+        raise UserError(f"{path}: checkpoint is missing {', '.join(missing)}")
+    return ckpt
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load one of our checkpoints; anything else is a :class:`UserError`."""
     ckpt = load_file(path)
     if not is_checkpoint(ckpt):
         raise UserError(f"{path}: not a checkpoint written by train.py "
                         "(a plain state_dict needs --backbone/--input-shape/--classes)")
-    missing = [k for k in (*DESCRIPTION_KEYS, "model") if k not in ckpt]
-    if missing:
-        raise UserError(f"{path}: checkpoint is missing {', '.join(missing)}")
-    return ckpt
+    return check_complete(ckpt, path)
 
 
 def strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

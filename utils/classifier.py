@@ -87,9 +87,7 @@ class Classifier:
                                        classes=read_classes(classes_file),
                                        width_mult=1.0 if width_mult is None else width_mult,
                                        device=device, path=path)
-        missing = [k for k in (*ckpt_io.DESCRIPTION_KEYS, "model") if k not in obj]
-        if missing:
-            raise UserError(f"{path}: checkpoint is missing {', '.join(missing)}")
+        ckpt_io.check_complete(obj, path)
         given = {"backbone": backbone, "input_shape": input_shape, "width_mult": width_mult}
         for key, value in given.items():
             if value is not None and _as_listed(value) != _as_listed(obj[key]):

@@ -34,6 +34,15 @@ class EvalResult:
         return self.top5_correct / max(self.count, 1)
 
 
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """``auto``: bf16 on GPUs that have it, else fp16; full precision on CPU."""
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if mode == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None):
     """Autocast context for ``dtype`` (``None`` = full precision)."""
     if dtype is None:

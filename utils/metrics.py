@@ -36,7 +36,7 @@ class ClassReport:
 
     @property
     def mean_precision(self) -> float:
-        """Macro precision over the classes that were predicted at least once or have samples."""
+        """Macro precision over all classes (a class never predicted counts as 0)."""
         return sum(self.precision) / max(len(self.precision), 1)
 
     @property

@@ -32,7 +32,7 @@ from utils.checkpoint import save_checkpoint, strip_prefixes
 from utils.cli import UserError, warn
 from utils.config import to_dict
 from utils.data import make_batches, read_samples
-from utils.evaluate import autocast, evaluate
+from utils.evaluate import amp_dtype, autocast, evaluate
 from utils.run_log import RunLog
 
 MIN_SENSIBLE_STEPS = 200  # below this an SGD/Adam schedule barely gets going
@@ -56,15 +56,6 @@ def plan_phases(cfg) -> list[Phase]:
     if cfg.epochs > freeze:
         phases.append(Phase("unfreeze", freeze, cfg.epochs, cfg.batch_size))
     return phases
-
-
-def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """``auto``: bf16 on GPUs that have it, else fp16; full precision on CPU."""
-    if mode == "off" or (mode == "auto" and device.type != "cuda"):
-        return None
-    if mode == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
 
 
 def make_optimizer(model: torch.nn.Module, cfg, lr: float, device: torch.device):
