@@ -7,6 +7,7 @@ Many GPUs: ``torchrun --nproc_per_node 4 train.py ...`` (see the README).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,20 @@ class TrainConfig:
     resume: str = _opt("", "continue the run of this last.pth")
 
 
+#: Where a backbone needs other settings than the defaults above; a flag or a --config
+#: value still wins. VGG16 has no BatchNorm: from scratch it diverges at the BN networks' rate.
+BACKBONE_DEFAULTS: dict[str, dict] = {
+    "vgg16": {"lr": 0.01, "warmup_epochs": 5.0},
+}
+
+
+def with_backbone_defaults(cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
+    """Apply :data:`BACKBONE_DEFAULTS` to the settings the user did not give."""
+    changes = {k: v for k, v in BACKBONE_DEFAULTS.get(cfg.backbone, {}).items()
+               if k not in explicit}
+    return dataclasses.replace(cfg, **changes)
+
+
 def check(cfg: TrainConfig) -> None:
     """Reject values no run could use, before anything is written."""
     for name in ("epochs", "batch_size", "freeze_batch_size", "eval_batch_size"):
@@ -109,7 +124,8 @@ def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, Path, dict | None]:
 
 
 def main(argv=None) -> int:
-    cfg, _ = parse(TrainConfig, argv, description=__doc__.splitlines()[0])
+    cfg, explicit = parse(TrainConfig, argv, description=__doc__.splitlines()[0])
+    cfg = with_backbone_defaults(cfg, explicit)
     check(cfg)
     cfg, run_dir, resume = prepare_run(cfg)
     Trainer(cfg, run_dir, resume).fit()

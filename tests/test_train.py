@@ -180,3 +180,33 @@ def test_missing_image_is_skipped_with_a_warning(project):
     next((project / "datasets" / "train" / "red").iterdir()).unlink()  # stale annotation line
     result = train(project, "--epochs", "1", "--no-cache", "--run-name", "stale")
     assert "skipped" in result.stderr
+
+
+def test_backbone_defaults_apply_unless_given():
+    import train as train_script
+
+    cfg, explicit = train_script.parse(train_script.TrainConfig, ["--backbone", "vgg16"])
+    assert train_script.with_backbone_defaults(cfg, explicit).lr == 0.01
+    cfg, explicit = train_script.parse(train_script.TrainConfig,
+                                       ["--backbone", "vgg16", "--lr", "0.05"])
+    assert train_script.with_backbone_defaults(cfg, explicit).lr == 0.05
+    cfg, explicit = train_script.parse(train_script.TrainConfig, [])
+    assert train_script.with_backbone_defaults(cfg, explicit).lr == cfg.lr == 0.2
+
+
+def test_config_file_round_trips_and_flags_override_it(tmp_path):
+    import json
+
+    import train as train_script
+    from utils.config import to_dict
+
+    cfg, _ = train_script.parse(train_script.TrainConfig, ["--epochs", "7", "--input-shape",
+                                                           "64", "48"])
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(to_dict(cfg)))
+    loaded, _ = train_script.parse(train_script.TrainConfig, ["--config", str(path),
+                                                              "--batch-size", "32"])
+    assert loaded.epochs == 7 and loaded.input_shape == (64, 48) and loaded.batch_size == 32
+    path.write_text(json.dumps({"optimizer": "lion"}))
+    with pytest.raises(Exception, match="choose from"):
+        train_script.parse(train_script.TrainConfig, ["--config", str(path)])

@@ -126,7 +126,9 @@ class Trainer:
             self._check_resume(resume)
 
         torch.manual_seed(cfg.seed)
-        self.model = nets.get_model(cfg.backbone, len(self.classes), pretrained=cfg.pretrained,
+        # A resumed run has its own weights: no need to fetch the ImageNet ones again.
+        self.model = nets.get_model(cfg.backbone, len(self.classes),
+                                    pretrained=cfg.pretrained and resume is None,
                                     input_shape=self.input_shape, width_mult=cfg.width_mult)
         # The normalisation the backbone's ImageNet weights expect; recorded in checkpoints.
         self.mean, self.std = self.model.pretrained_cfg.mean, self.model.pretrained_cfg.std
