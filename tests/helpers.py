@@ -1,6 +1,7 @@
 """Shared test helpers: tiny learnable image folders and running the real scripts."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -101,3 +102,15 @@ def make_cifar10_archive(path: Path, classes=("cat", "dog", "frog"), per_batch=4
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return path
+
+
+@contextlib.contextmanager
+def working_directory(path: Path):
+    """Run a block from ``path``, as a script run there would (``monkeypatch.chdir`` is not
+    available to module-scoped fixtures)."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield Path(path)
+    finally:
+        os.chdir(previous)

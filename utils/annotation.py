@@ -40,10 +40,7 @@ _HINT = "run `python txt_annotation.py` first"
 
 def read_classes(path: str | os.PathLike = DEFAULT_CLASSES) -> list[str]:
     """The class names, in class-id order, from a ``cls_classes.txt`` file."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"class list {path} not found: {_HINT}") from None
+    text = _read_text(path, "class list")
     classes = [line.strip() for line in text.splitlines() if line.strip()]
     if not classes:
         raise UserError(f"class list {path} is empty: {_HINT}")
@@ -58,10 +55,7 @@ def read_annotation(path: str | os.PathLike,
     ``num_classes`` given, a class id outside ``[0, num_classes)`` is an error (a list written
     for another class list).
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"annotation file {path} not found: {_HINT}") from None
+    text = _read_text(path, "annotation file")
     base = os.path.dirname(os.fspath(path))
     samples = []
     for lineno, line in enumerate(text.splitlines(), start=1):
@@ -80,6 +74,19 @@ def read_annotation(path: str | os.PathLike,
     if not samples:
         raise UserError(f"annotation file {path} lists no images: {_HINT}")
     return samples
+
+
+def _read_text(path: str | os.PathLike, what: str) -> str:
+    """A class list's or annotation file's text; a missing, binary or unreadable file is a
+    :class:`UserError` (users pass these paths by hand, and sometimes the wrong one)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} not found: {_HINT}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is not a text file: {_HINT}") from None
+    except OSError as exc:  # a folder, no permission, ...
+        raise UserError(f"{what} {path} cannot be read ({exc.strerror or exc})") from None
 
 
 def annotation_path(image: str | os.PathLike, base: str) -> str:

@@ -46,14 +46,23 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA without it is a user error."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # torch lists every device type it knows; these are the useful ones
+        raise UserError(f"--device {name!r} is not a device: use auto, cpu, cuda, cuda:N "
+                        "or mps") from None
+    if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"--device {name} was asked for but no CUDA GPU is available "
                             "(use --device cpu or auto)")
-        return torch.device("cuda", local_rank if name == "cuda" else int(name.split(":")[1]))
-    if name == "mps" and not torch.backends.mps.is_available():
+        index = local_rank if device.index is None else device.index
+        if index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: there is no CUDA GPU {index} "
+                            f"({torch.cuda.device_count()} found)")
+        return torch.device("cuda", index)
+    if device.type == "mps" and not torch.backends.mps.is_available():
         raise UserError("--device mps was asked for but MPS is not available")
-    return torch.device(name)
+    return device
 
 
 def setup(device_name: str) -> tuple[Dist, torch.device]:
