@@ -104,22 +104,38 @@ def check(cfg: TrainConfig) -> None:
         warn("--freeze-epochs without --pretrained or --model-path freezes a random backbone")
 
 
-def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, Path, dict | None]:
-    """Resolve ``--resume`` (its saved config wins) or create a fresh run folder."""
+#: Where and how fast a run executes, not what it computes: a resume may change these.
+RUNTIME_SETTINGS = ("device", "workers", "cache", "cache_dir", "compile", "resume")
+
+
+def prepare_run(cfg: TrainConfig, explicit=frozenset()) -> tuple[TrainConfig, Path, dict | None]:
+    """Resolve ``--resume`` (its saved config wins) or create a fresh run folder.
+
+    A resumed run keeps the settings it was started with; of those given in ``explicit``,
+    runtime ones override them and any other that disagrees is an error, not ignored.
+    """
     if cfg.resume:
         ckpt = load_checkpoint(cfg.resume)
         if "config" not in ckpt:
             raise UserError(f"{cfg.resume}: not a training checkpoint (no saved config)")
-        resumed = from_dict(TrainConfig, {**ckpt["config"], "resume": cfg.resume},
-                            source=cfg.resume)
+        saved = from_dict(TrainConfig, ckpt["config"], source=cfg.resume)
+        changed = [f"--{n.replace('_', '-')} {getattr(cfg, n)} (the run has {getattr(saved, n)})"
+                   for n in sorted(explicit) if n not in RUNTIME_SETTINGS
+                   and getattr(cfg, n) != getattr(saved, n)]
+        if changed:
+            raise UserError(f"{cfg.resume}: a resumed run keeps its settings: "
+                            f"{', '.join(changed)}; start a new run from it with --model-path")
+        resumed = dataclasses.replace(saved, **{n: getattr(cfg, n) for n in explicit
+                                                if n in RUNTIME_SETTINGS})
         if ckpt["epoch"] >= resumed.epochs:
             raise UserError(f"{cfg.resume}: the run already finished all {resumed.epochs} epochs")
         return resumed, Path(cfg.resume).parent, ckpt
     name = cfg.run_name or f"{cfg.backbone}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(cfg.save_dir) / name
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise UserError(f"{run_dir} already holds a run: pick another --run-name, or "
-                        f"--resume {run_dir / 'last.pth'}")
+        way_out = (f"--resume {run_dir / 'last.pth'}" if (run_dir / "last.pth").exists()
+                   else "delete that folder (it holds no checkpoint)")
+        raise UserError(f"{run_dir} already holds a run: pick another --run-name, or {way_out}")
     return cfg, run_dir, None
 
 
@@ -127,7 +143,7 @@ def main(argv=None) -> int:
     cfg, explicit = parse(TrainConfig, argv, description=__doc__.splitlines()[0])
     cfg = with_backbone_defaults(cfg, explicit)
     check(cfg)
-    cfg, run_dir, resume = prepare_run(cfg)
+    cfg, run_dir, resume = prepare_run(cfg, explicit)
     Trainer(cfg, run_dir, resume).fit()
     return 0
 

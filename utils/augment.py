@@ -1,7 +1,7 @@
 """Training augmentation applied to whole uint8 batches, on whatever device they live on.
 
 Working on batches instead of per-sample PIL images is what lets a GPU train at tens of
-thousands of images per second: one indexing op crops a whole batch, one ``roi_align``
+thousands of images per second: one indexing op crops a whole batch, one ``grid_sample``
 resizes a whole batch of random crops.  Every sample still gets its own random crop, flip
 and policy op.
 
@@ -19,8 +19,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torchvision.ops import roi_align
-from torchvision.transforms import v2
+import torch.nn.functional as F
 
 POLICIES = ("none", "autoaugment", "randaugment", "trivialaugment")
 _POLICY_CHUNK = 16  # samples sharing one random policy op
@@ -28,8 +27,12 @@ _POLICY_CHUNK = 16  # samples sharing one random policy op
 
 def make_policy(name: str):
     """The torchvision v2 transform for a policy name (``None`` for ``"none"``)."""
+    if name == "none":
+        return None
+    # Imported only when asked for: torchvision.transforms adds seconds to every start-up.
+    from torchvision.transforms import v2
+
     return {
-        "none": None,
         "autoaugment": v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),
         "randaugment": v2.RandAugment(),
         "trivialaugment": v2.TrivialAugmentWide(),
@@ -81,12 +84,22 @@ def random_resized_boxes(n: int, height: int, width: int, scale=(0.08, 1.0),
 
 
 def random_resized_crop(images: torch.Tensor, out_shape, generator=None) -> torch.Tensor:
-    """Per-sample random-resized crop of a uint8 batch, bilinear, in one ``roi_align``."""
-    n, _, height, width = images.shape
-    boxes = random_resized_boxes(n, height, width, generator=generator, device=images.device)
-    rois = torch.cat([torch.arange(n, device=images.device, dtype=boxes.dtype)[:, None], boxes], 1)
-    out = roi_align(images.float(), rois, output_size=tuple(out_shape), spatial_scale=1.0,
-                    sampling_ratio=2, aligned=True)
+    """Per-sample random-resized crop of a uint8 batch, bilinear, in one ``grid_sample``.
+
+    Each box becomes an affine map from the output grid onto the box (normalised
+    coordinates, pixel edges at -1 and 1), so the whole batch is resampled at once.
+    """
+    n, c, height, width = images.shape
+    x1, y1, x2, y2 = random_resized_boxes(n, height, width, generator=generator,
+                                          device=images.device).unbind(1)
+    theta = torch.zeros(n, 2, 3, device=images.device)
+    theta[:, 0, 0] = (x2 - x1) / width
+    theta[:, 0, 2] = (x1 + x2) / width - 1
+    theta[:, 1, 1] = (y2 - y1) / height
+    theta[:, 1, 2] = (y1 + y2) / height - 1
+    grid = F.affine_grid(theta, [n, c, *out_shape], align_corners=False)
+    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border",
+                        align_corners=False)
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 

@@ -87,10 +87,11 @@ def parse(cls: type[T], argv: Sequence[str] | None = None, description: str = ""
           ) -> tuple[T, set[str]]:
     """Parse the command line into ``cls``; also return the names the user set explicitly."""
     args = vars(build_parser(cls, description).parse_args(argv))
-    values = load_json(args.pop("config")) if args.get("config") else {}
-    args.pop("config", None)
+    config_file = args.pop("config", None)
+    values = load_json(config_file) if config_file else {}
     explicit = set(values) | set(args)
-    return from_dict(cls, {**values, **args}), explicit
+    # Flags were already checked by argparse: what from_dict can reject comes from the file.
+    return from_dict(cls, {**values, **args}, source=config_file or "command line"), explicit
 
 
 def to_dict(config) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
@@ -34,10 +35,12 @@ class RunLog:
             return list(csv.DictReader(f))
 
     def _rewrite(self) -> None:
-        with open(self.csv_path, "w", newline="") as f:
+        tmp = self.csv_path.with_name(f".{self.csv_path.name}.tmp")  # a kill keeps the old rows
+        with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, COLUMNS)
             writer.writeheader()
             writer.writerows(self.rows)
+        os.replace(tmp, self.csv_path)
 
     def log_epoch(self, row: dict) -> None:
         """Record one finished epoch everywhere."""

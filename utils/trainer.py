@@ -213,6 +213,8 @@ class Trainer:
         current = None
         if self.dist.is_main:  # folders are made only once the run is known to start
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.run_dir.glob(".*.tmp"):  # writes torn by a killed run
+                stale.unlink()
             (self.run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
             self.log = RunLog(self.run_dir, self.start_epoch)
             print(f"run folder: {self.run_dir}")
@@ -316,8 +318,8 @@ class Trainer:
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "config": to_dict(cfg),
         }
-        save_checkpoint(ckpt, self.run_dir / "last.pth")
         if is_best:
             save_checkpoint(ckpt, self.run_dir / "best.pth")
+        save_checkpoint(ckpt, self.run_dir / "last.pth")
         if cfg.save_period and epoch % cfg.save_period == 0:
             save_checkpoint(ckpt, self.run_dir / f"epoch_{epoch:03d}.pth")
