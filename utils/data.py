@@ -220,11 +220,12 @@ class StreamBatches:
 def make_batches(annotation, num_classes: int, input_shape, batch_size: int, *, train: bool,
                  device: torch.device, workers: int = 0, seed: int = 0, rank: int = 0,
                  world_size: int = 1, cache: bool = True, cache_dir=".cache",
-                 cache_max_gb: float = 16.0, barrier=lambda: None):
+                 cache_max_gb: float = 16.0, builder: bool = True, barrier=lambda: None):
     """Batches of ``(uint8 images, labels)`` for one annotation file.
 
     Uses the decode cache when it fits ``cache_max_gb`` (kept on ``device`` when that is a
     GPU with room for it), else per-sample decoding.  ``len()`` is the number of batches.
+    Under DDP one process per machine (``builder``) decodes; the others wait at ``barrier``.
     """
     samples = read_samples(annotation, num_classes)
     if train and len(samples) < batch_size * world_size:
@@ -232,9 +233,10 @@ def make_batches(annotation, num_classes: int, input_shape, batch_size: int, *, 
                         f"{annotation}: lower --batch-size")
     if cache and decoded_nbytes(len(samples), input_shape, train) <= cache_max_gb * 2**30:
         decoded = DecodedCache.build(samples, input_shape, train, cache_dir=cache_dir,
-                                     workers=workers, is_main=rank == 0, barrier=barrier)
+                                     workers=workers, is_main=builder, barrier=barrier)
         images, labels = decoded.images, decoded.labels
-        if device.type == "cuda":
+        # On the GPU when it leaves most memory for training; else batches are copied over.
+        if device.type == "cuda" and images.numel() < torch.cuda.mem_get_info(device)[0] / 4:
             images, labels = images.to(device), labels.to(device)
         return TensorBatches(images, labels, batch_size, train=train, seed=seed, rank=rank,
                              world_size=world_size)

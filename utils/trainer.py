@@ -167,7 +167,7 @@ class Trainer:
                             train=train, device=self.device, workers=cfg.workers, seed=cfg.seed,
                             rank=self.dist.rank, world_size=self.dist.world_size,
                             cache=cfg.cache, cache_dir=cfg.cache_dir,
-                            barrier=self.dist.barrier)
+                            builder=self.dist.local_rank == 0, barrier=self.dist.barrier)
 
     # ---------------------------------------------------------------- phases
     def _start_phase(self, phase: Phase):
