@@ -99,12 +99,12 @@ class DecodedCache:
 
     @classmethod
     def build(cls, samples, input_shape, train: bool, *, cache_dir=".cache", workers=0,
-              is_main=True, barrier=lambda: None) -> "DecodedCache":
-        """Load the cache from ``cache_dir`` or decode it (main process only) and save it."""
+              builder=True, barrier=lambda: None) -> "DecodedCache":
+        """Load the cache from ``cache_dir``, or decode and save it (``builder`` only)."""
         key = _cache_key(samples, input_shape, train)
         folder = Path(cache_dir) / "decoded"
         images_file, labels_file = folder / f"{key}.images.npy", folder / f"{key}.labels.npy"
-        if is_main and not labels_file.exists():
+        if builder and not labels_file.exists():
             images, labels = _decode_all(samples, input_shape, train, workers)
             folder.mkdir(parents=True, exist_ok=True)
             _save_npy(images_file, images.numpy())
@@ -116,8 +116,6 @@ class DecodedCache:
         if skipped:
             warn(f"skipped {skipped} of {len(samples)} annotated images that could not be "
                  "read (re-run txt_annotation.py to list them)")
-        if not len(labels):
-            raise UserError("none of the annotated images could be read")
         return cls(images, labels, skipped)
 
 
@@ -233,7 +231,7 @@ def make_batches(annotation, num_classes: int, input_shape, batch_size: int, *, 
                         f"{annotation}: lower --batch-size")
     if cache and decoded_nbytes(len(samples), input_shape, train) <= cache_max_gb * 2**30:
         decoded = DecodedCache.build(samples, input_shape, train, cache_dir=cache_dir,
-                                     workers=workers, is_main=builder, barrier=barrier)
+                                     workers=workers, builder=builder, barrier=barrier)
         images, labels = decoded.images, decoded.labels
         # On the GPU when it leaves most memory for training; else batches are copied over.
         if device.type == "cuda" and images.numel() < torch.cuda.mem_get_info(device)[0] / 4:
