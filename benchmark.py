@@ -21,6 +21,7 @@ import nets
 from utils import preprocess
 from utils.annotation import read_classes
 from utils.augment import BatchAugment
+from utils.classifier import one_by_one_batches
 from utils.cli import ArgumentParser, run
 from utils.data import make_batches, read_samples
 from utils.distributed import resolve_device
@@ -199,8 +200,13 @@ def bench_eval(args, ctx, report) -> None:
            f"{1000 * statistics.median(latencies[5:]):.2f}")
     if args.baseline:
         subset = samples[:args.baseline_images]
-        one = timed(lambda: [predict_one(p) for _, p in subset], len(subset), device, 1,
-                    args.repeats, warmup=0)
+
+        def one_by_one():
+            evaluate(model, one_by_one_batches(subset, shape), num_classes=num_classes,
+                     mean=preprocess.IMAGENET_MEAN, std=preprocess.IMAGENET_STD,
+                     device=device, amp_dtype=dtype, channels_last=args.channels_last)
+
+        one = timed(one_by_one, len(subset), device, 1, args.repeats, warmup=0)
         report("eval, one image at a time (img/s)", f"{one:,.0f}")
         report("eval speed-up", f"{rate / one:.1f}x")
 

@@ -91,7 +91,7 @@ def load_pretrained(model: nn.Module, source: str | os.PathLike, *, name: str | 
     """
     source = str(source)
     name = name or getattr(model, "model_name", type(model).__name__)
-    state = _state_dict_from(_read(source, model_dir), source, name)
+    state = state_dict_from(_read(source, model_dir), source, name)
 
     model_state = model.state_dict()
     # BatchNorm's step counters are bookkeeping: loaded when present, never reported.
@@ -163,11 +163,15 @@ def _read(source: str, model_dir: str | os.PathLike):
                         "it again") from exc
 
 
-def _state_dict_from(obj, source: str, name: str) -> dict[str, torch.Tensor]:
-    """The weights inside a loaded file: our checkpoint's ``model``, or a plain state_dict."""
+def state_dict_from(obj, source, name: str | None = None) -> dict[str, torch.Tensor]:
+    """The weights inside a loaded file, wrapper prefixes stripped.
+
+    Accepts our checkpoint's ``model`` (refused when it names a backbone other than
+    ``name``), another script's ``state_dict`` key, or a plain state_dict.
+    """
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         backbone = obj.get("backbone")
-        if backbone is not None and backbone != name:
+        if name is not None and backbone is not None and backbone != name:
             raise UserError(f"{source} is a {backbone} checkpoint; it does not fit {name}")
         obj = obj["model"]
     elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
@@ -175,7 +179,8 @@ def _state_dict_from(obj, source: str, name: str) -> dict[str, torch.Tensor]:
     is_state_dict = isinstance(obj, dict) and obj and all(
         isinstance(v, torch.Tensor) for v in obj.values())
     if not is_state_dict:
-        raise UserError(f"{source}: not a checkpoint or state_dict (expected a dict of tensors)")
+        raise UserError(f"{source}: holds no model weights: not a checkpoint or state_dict "
+                        "(expected a dict of tensors)")
     return checkpoint.strip_prefixes(obj)
 
 

@@ -18,6 +18,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from PIL import Image
 
+from nets.pretrained import state_dict_from
 from utils import checkpoint as ckpt_io
 from utils.annotation import DEFAULT_CLASSES, read_classes
 from utils.cli import UserError, warn
@@ -58,7 +59,7 @@ class Classifier:
         ``state`` is a state_dict, or a dict holding one under ``model`` / ``state_dict``
         (other training scripts' checkpoints); ``path`` names it in error messages.
         """
-        state = _unwrap_state_dict(state, path)
+        state = state_dict_from(state, path, backbone)
         description = {"backbone": backbone, "num_classes": len(classes),
                        "input_shape": tuple(input_shape), "width_mult": width_mult,
                        "in_channels": 3, "model": state}
@@ -162,18 +163,6 @@ class Classifier:
 def _as_listed(value):
     """Description values compared the way a checkpoint stores them (tuples as lists)."""
     return list(value) if isinstance(value, (tuple, list)) else value
-
-
-def _unwrap_state_dict(obj: Any, path) -> dict[str, torch.Tensor]:
-    """The tensors of a plain weights file: a state_dict, or one under ``model`` / ``state_dict``."""
-    if isinstance(obj, dict):
-        for key in ("model", "state_dict"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            return obj
-    raise UserError(f"{path}: holds no model weights (expected a checkpoint or a state_dict)")
 
 
 def default_checkpoint(logs: str | os.PathLike = "logs") -> Path:
