@@ -22,7 +22,7 @@ from utils import preprocess
 from utils.annotation import read_classes
 from utils.augment import BatchAugment
 from utils.classifier import one_by_one_batches
-from utils.cli import ArgumentParser, run
+from utils.cli import ArgumentParser, default_workers, run
 from utils.data import make_batches, read_samples
 from utils.distributed import resolve_device
 from utils.evaluate import amp_dtype, autocast, evaluate
@@ -44,7 +44,7 @@ def parse_args(argv):
     p.add_argument("--data", default="cls_train.txt", help="training annotation file")
     p.add_argument("--eval-data", default="cls_test.txt", help="evaluation annotation file")
     p.add_argument("--classes", default="model_data/cls_classes.txt")
-    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--workers", type=int, default=default_workers(4))
     p.add_argument("--steps", type=int, default=30, help="timed steps per window")
     p.add_argument("--repeats", type=int, default=3, help="timed windows (median reported)")
     p.add_argument("--baseline", action="store_true",

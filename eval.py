@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
 from utils.classifier import Classifier, add_model_arguments, load_from_args, one_by_one_batches
-from utils.cli import ArgumentParser, UserError, run
+from utils.cli import ArgumentParser, UserError, default_workers, run
 from utils.data import make_batches, read_samples
 from utils.evaluate import EvalResult, amp_dtype, evaluate
 from utils.metrics import ClassReport, class_report
@@ -38,7 +37,7 @@ def parse_args(argv=None):
                         help="<class_id>;<path> list to evaluate (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     parser.add_argument("--out", default="metrics_out", help="folder for the reports")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+    parser.add_argument("--workers", type=int, default=default_workers(4),
                         help="image-decoding processes")
     parser.add_argument("--no-cache", action="store_true",
                         help="decode images on the fly instead of through the .cache/ tensor")

@@ -15,7 +15,7 @@ from pathlib import Path
 import nets
 from utils import augment
 from utils.checkpoint import load_checkpoint
-from utils.cli import UserError, run, warn
+from utils.cli import UserError, default_workers, run, warn
 from utils.config import from_dict, parse
 from utils.trainer import Trainer
 
@@ -66,7 +66,7 @@ class TrainConfig:
     compile: bool = _opt(False, "torch.compile the model (pays off on long runs)")
     cache: bool = _opt(True, "decode images once into a uint8 cache in .cache/")
     cache_dir: str = _opt(".cache", "where the decode cache lives")
-    workers: int = _opt(4, "data-loading processes")
+    workers: int = _opt(default_workers(4), "data-loading processes (default: CPUs, at most 4)")
     sync_bn: bool = _opt(False, "SyncBatchNorm across GPUs under torchrun")
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
     seed: int = _opt(0, "random seed (runs are reproducible on CPU)")

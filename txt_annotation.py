@@ -16,14 +16,8 @@ from pathlib import Path
 
 from utils import cifar10
 from utils.annotation import DEFAULT_CLASSES, prepare_annotations
-from utils.cli import ArgumentParser, UserError, run
+from utils.cli import ArgumentParser, UserError, default_workers, run
 from utils.dataset_import import has_dataset, import_dataset
-
-
-def default_workers() -> int:
-    """Processes for image checks: the CPUs this process may use, at most 8."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(8, cpus or 1)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "train/<class>/ and test/<class>/ first")
     parser.add_argument("--force", action="store_true",
                         help="replace a dataset already in the dataset folder")
-    parser.add_argument("--workers", type=int, default=default_workers(), metavar="N",
+    parser.add_argument("--workers", type=int, default=default_workers(8), metavar="N",
                         help="processes checking images; 0 checks in this process "
                              "(default: %(default)s)")
     args = parser.parse_args(argv)

@@ -27,6 +27,15 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+def default_workers(limit: int) -> int:
+    """Worker processes by default: the CPUs this process may use, at most ``limit``.
+
+    More workers than CPUs only adds switching (and a DataLoader warning).
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(limit, cpus or 1))
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line (no usage dump) with exit code 2."""
 
