@@ -59,6 +59,8 @@ class TrainConfig:
     label_smoothing: float = _opt(0.1, "label smoothing of the cross-entropy loss")
     augment: str = _opt("none", "extra augmentation policy (crop and flip always on)",
                         augment.POLICIES)
+    cutout: float = _opt(0.0, "side of a grey square hiding part of each training image, "
+                              "as a fraction of the input side (0: off)")
     # --- speed
     amp: str = _opt("auto", "mixed precision: auto = bf16/fp16 on GPU, off on CPU",
                     ("auto", "bf16", "fp16", "off"))
@@ -98,6 +100,8 @@ def check(cfg: TrainConfig) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     if cfg.lr <= 0:
         raise UserError("--lr must be positive")
+    if not 0 <= cfg.cutout <= 1:
+        raise UserError("--cutout is a fraction of the input side, between 0 and 1")
     if cfg.freeze_epochs < 0 or cfg.workers < 0 or cfg.save_period < 0:
         raise UserError("--freeze-epochs, --workers and --save-period cannot be negative")
     if cfg.freeze_epochs and not (cfg.pretrained or cfg.model_path):

@@ -155,6 +155,7 @@ def test_torchrun_two_processes_match_single_process_eval(project):
     (["--train-annotation", "missing.txt"], "txt_annotation.py"),
     (["--input-shape", "2", "2"], "small"),
     (["--epochs", "0"], "at least 1"),
+    (["--cutout", "1.5"], "--cutout"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(project, args, needle):
     result = run_script("train.py", *FAST, "--epochs", "1", *args, cwd=project)

@@ -12,7 +12,7 @@ and policy op.
 
 An optional policy (``autoaugment``, ``randaugment``, ``trivialaugment``: torchvision
 transforms v2) follows; it draws one op per chunk of the batch, so samples in different
-chunks get different ops.
+chunks get different ops.  Cutout (one grey square per image) comes last.
 """
 from __future__ import annotations
 
@@ -103,6 +103,24 @@ def random_resized_crop(images: torch.Tensor, out_shape, generator=None) -> torc
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
+def cutout(images: torch.Tensor, side: int, fill: int = 127, generator=None) -> torch.Tensor:
+    """Fill one ``side`` x ``side`` square per sample with grey (DeVries & Taylor, 2017).
+
+    The centre is uniform over the image, so squares near a border are clipped and the
+    network also sees partly hidden objects.  Mid-grey sits near the dataset mean, so after
+    normalisation the hole is close to zero, as in the paper.
+    """
+    n, _, h, w = images.shape
+    dev = images.device
+    cy = torch.randint(0, h, (n, 1, 1), generator=generator, device=dev)
+    cx = torch.randint(0, w, (n, 1, 1), generator=generator, device=dev)
+    top, left = cy - side // 2, cx - side // 2
+    rows = torch.arange(h, device=dev).view(1, h, 1)
+    cols = torch.arange(w, device=dev).view(1, 1, w)
+    hole = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
+    return images.masked_fill(hole.unsqueeze(1), fill)
+
+
 def random_flip(images: torch.Tensor, generator=None) -> torch.Tensor:
     """Mirror each sample left-right with probability 1/2."""
     flip = torch.rand(images.shape[0], generator=generator, device=images.device) < 0.5
@@ -112,15 +130,20 @@ def random_flip(images: torch.Tensor, generator=None) -> torch.Tensor:
 class BatchAugment:
     """Callable turning a batch of base-form uint8 images into augmented input-shape ones."""
 
-    def __init__(self, input_shape, small: bool, policy: str = "none"):
+    def __init__(self, input_shape, small: bool, policy: str = "none", cutout: float = 0.0):
         self.input_shape = tuple(input_shape)
         self.small = small
         self.pad = max(1, round(min(input_shape) / 8))
         self.policy = make_policy(policy)
+        self.cutout = round(cutout * min(input_shape))
         self.generator: torch.Generator | None = None
 
     def seed(self, seed: int, device: torch.device) -> None:
-        """Draw from a generator on ``device`` (no host-device copies per batch), reseeded."""
+        """Draw from a generator on ``device`` (no host-device copies per batch), reseeded.
+
+        The policies draw from torch's global generator instead (torchvision's v2 takes no
+        generator): seed that too, as the trainer does every epoch, for a replayable run.
+        """
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -131,4 +154,6 @@ class BatchAugment:
         images = random_flip(images, self.generator)
         if self.policy is not None:
             images = torch.cat([self.policy(chunk) for chunk in images.split(_POLICY_CHUNK)])
+        if self.cutout:
+            images = cutout(images, self.cutout, generator=self.generator)
         return images

@@ -208,7 +208,7 @@ class Trainer:
         """Train every remaining epoch; returns the last epoch's record."""
         cfg, record = self.cfg, {}
         augment = BatchAugment(self.input_shape, preprocess.is_small(self.input_shape),
-                               cfg.augment)
+                               cfg.augment, cfg.cutout)
         started = time.perf_counter()
         current = None
         if self.dist.is_main:  # folders are made only once the run is known to start
