@@ -19,13 +19,13 @@ from torchvision.transforms import v2
 
 import nets
 from utils import preprocess
-from utils.annotation import read_classes
+from utils.annotation import read_annotation, read_classes
 from utils.augment import BatchAugment
 from utils.classifier import one_by_one_batches
 from utils.cli import ArgumentParser, default_workers, run
-from utils.data import make_batches, read_samples
+from utils.data import make_batches
 from utils.distributed import resolve_device
-from utils.evaluate import amp_dtype, autocast, evaluate
+from utils.evaluate import amp_dtype, evaluate, forward
 from utils.image import load_image
 from utils.trainer import make_optimizer, train_step
 
@@ -187,8 +187,7 @@ def bench_eval(args, ctx, report) -> None:
     def predict_one(path):
         x = preprocess.to_uint8(load_image(path), shape)[None].to(device)
         x = preprocess.normalize(x, preprocess.IMAGENET_MEAN, preprocess.IMAGENET_STD)
-        with autocast(device, dtype):
-            return model(x.contiguous(memory_format=fmt)).argmax(1).item()
+        return forward(model, x, device, dtype, fmt).argmax(1).item()
 
     samples = ctx["samples"](args.eval_data)
     latencies = []
@@ -231,7 +230,7 @@ def main(argv=None) -> int:
         "augment": BatchAugment(shape, preprocess.is_small(shape)),
         "model": nets.get_model(args.backbone, num_classes, input_shape=shape,
                                 width_mult=args.width_mult).to(device, memory_format=fmt),
-        "samples": lambda annotation: read_samples(annotation, num_classes),
+        "samples": lambda annotation: read_annotation(annotation, num_classes),
         "train_batches": lambda: make_batches(args.data, num_classes, shape, args.batch_size,
                                               train=True, device=device, workers=args.workers),
     }

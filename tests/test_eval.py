@@ -18,6 +18,7 @@ from tests.test_predict import make_checkpoint
 from utils.annotation import write_annotation, write_classes
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.cli import UserError
+from utils.evaluate import forward
 
 STUB_CLASSES = [f"class{i}" for i in range(case.NUM_CLASSES)]
 
@@ -136,3 +137,31 @@ def test_checkpoint_of_another_class_count(tmp_path, monkeypatch):
     save_checkpoint(ckpt, tmp_path / "five.pth")
     with pytest.raises(UserError, match="weights do not fit mobilenetv2 with 3 classes"):
         eval_script.main(["--model", str(tmp_path / "five.pth")])
+
+
+class PassRecorder(torch.nn.Module):
+    """A BatchNorm network that notes how many images each forward pass holds."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
+                                       torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        self.passes: list[int] = []
+
+    def forward(self, x):
+        self.passes.append(len(x))
+        return self.net(x)
+
+
+@pytest.mark.parametrize("side, per_pass", [(32, 64), (224, 5)])
+def test_cpu_forward_runs_cache_sized_passes_with_unchanged_logits(side, per_pass):
+    """Big batches run as small passes on a CPU (faster); the logits must not notice."""
+    model = PassRecorder()
+    model.net[1].running_mean.uniform_()  # eval-mode BatchNorm with non-trivial statistics
+    model.eval()
+    x = torch.randn(2 * per_pass + 1, 3, side, side)
+    with torch.inference_mode():
+        reference = model.net(x)
+        logits = forward(model, x, torch.device("cpu"))
+    assert model.passes == [per_pass, per_pass, 1]
+    torch.testing.assert_close(logits, reference)

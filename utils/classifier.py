@@ -23,6 +23,7 @@ from utils import checkpoint as ckpt_io
 from utils.annotation import DEFAULT_CLASSES, read_classes
 from utils.cli import UserError, warn
 from utils.distributed import resolve_device
+from utils.evaluate import forward
 from utils.image import ImageError, load_image
 from utils.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize, to_uint8
 
@@ -145,7 +146,7 @@ class Classifier:
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Float32 logits of a uint8 batch (normalised on the model's device)."""
         x = normalize(batch.to(self.device, non_blocking=True), self.mean, self.std)
-        return self.model(x).float()
+        return forward(self.model, x, self.device)
 
     def predict(self, images: Sequence[Image.Image], batch_size: int = 64) -> torch.Tensor:
         """Class probabilities (N, num_classes) on the CPU, computed ``batch_size`` at a time."""

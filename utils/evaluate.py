@@ -50,6 +50,30 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype)
 
 
+#: A CPU runs a big batch slower per image than small passes: every layer's output is a
+#: fresh allocation too large to recycle, so the memory is handed back to the system and
+#: page-faulted in again (2 cores, MobileNetV2 32x32: 147 img/s in passes of 1024 images,
+#: 216 in passes of 64; 224x224: 41 img/s at 32, 77 at 4). CPU passes are cut to this size.
+CPU_PASS_PIXELS = 2**18
+CPU_PASS_IMAGES = 64
+
+
+def forward(model: torch.nn.Module, x: torch.Tensor, device: torch.device,
+            amp_dtype: torch.dtype | None = None,
+            memory_format: torch.memory_format = torch.channels_last) -> torch.Tensor:
+    """Float32 logits of the normalised batch ``x``, in cache-sized passes on a CPU.
+
+    Splitting changes nothing but speed: in eval mode every image is computed on its own.
+    """
+    x = x.contiguous(memory_format=memory_format)
+    passes = [x]
+    if device.type == "cpu":
+        per_pass = CPU_PASS_PIXELS // (x.shape[-2] * x.shape[-1])
+        passes = x.split(max(1, min(CPU_PASS_IMAGES, per_pass)))
+    with autocast(device, amp_dtype):
+        return torch.cat([model(part) for part in passes]).float()
+
+
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, batches, *, num_classes: int, mean, std,
              device: torch.device, amp_dtype: torch.dtype | None = None,
@@ -71,10 +95,7 @@ def evaluate(model: torch.nn.Module, batches, *, num_classes: int, mean, std,
             continue
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        x = normalize(images, mean, std).contiguous(memory_format=memory_format)
-        with autocast(device, amp_dtype):
-            logits = model(x)
-        logits = logits.float()
+        logits = forward(model, normalize(images, mean, std), device, amp_dtype, memory_format)
         count += len(labels)
         sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(),
                              topk_correct(logits, labels, 1).double(),
