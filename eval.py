@@ -23,9 +23,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from utils.annotation import read_annotation
 from utils.classifier import Classifier, add_model_arguments, load_from_args, one_by_one_batches
 from utils.cli import ArgumentParser, UserError, default_workers, run
-from utils.data import make_batches, read_samples
+from utils.data import make_batches
 from utils.evaluate import EvalResult, amp_dtype, evaluate
 from utils.metrics import ClassReport, class_report
 from utils.plots import plot_confusion, plot_per_class
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     if args.one_by_one:
-        samples = read_samples(args.annotation, num_classes)
+        samples = read_annotation(args.annotation, num_classes)
         batches, total = one_by_one_batches(samples, classifier.input_shape), len(samples)
     else:
         batches = make_batches(args.annotation, num_classes, classifier.input_shape,

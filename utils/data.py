@@ -34,18 +34,6 @@ from utils.image import ImageError, load_image
 CACHE_FORMAT = 1
 
 
-def read_samples(annotation: str | os.PathLike, num_classes: int) -> list[tuple[int, str]]:
-    """Annotation lines, with every label checked against the class count."""
-    samples = read_annotation(annotation)
-    if not samples:
-        raise UserError(f"{annotation} lists no images: add images and run txt_annotation.py")
-    bad = [label for label, _ in samples if not 0 <= label < num_classes]
-    if bad:
-        raise UserError(f"{annotation}: label {bad[0]} is out of range for {num_classes} classes "
-                        "(re-run txt_annotation.py)")
-    return samples
-
-
 class ImageDataset(Dataset):
     """Per-sample decoding: ``(uint8 (3, H, W) tensor, label)``, or ``None`` if unreadable."""
 
@@ -225,7 +213,7 @@ def make_batches(annotation, num_classes: int, input_shape, batch_size: int, *, 
     GPU with room for it), else per-sample decoding.  ``len()`` is the number of batches.
     Under DDP one process per machine (``builder``) decodes; the others wait at ``barrier``.
     """
-    samples = read_samples(annotation, num_classes)
+    samples = read_annotation(annotation, num_classes)
     if train and len(samples) < batch_size * world_size:
         raise UserError(f"batch size {batch_size} is larger than the {len(samples)} images in "
                         f"{annotation}: lower --batch-size")

@@ -26,12 +26,12 @@ from tqdm import tqdm
 import nets
 from nets.pretrained import load_pretrained
 from utils import distributed, preprocess
-from utils.annotation import read_classes
+from utils.annotation import read_annotation, read_classes
 from utils.augment import BatchAugment
 from utils.checkpoint import save_checkpoint, strip_prefixes
 from utils.cli import UserError, warn
 from utils.config import to_dict
-from utils.data import make_batches, read_samples
+from utils.data import make_batches
 from utils.evaluate import amp_dtype, autocast, evaluate
 from utils.run_log import RunLog
 
@@ -142,7 +142,7 @@ class Trainer:
 
         self.phases = plan_phases(cfg)
         # Fail before anything is written: the annotation must exist and hold whole batches.
-        train_count = len(read_samples(cfg.train_annotation, len(self.classes)))
+        train_count = len(read_annotation(cfg.train_annotation, len(self.classes)))
         for phase in self.phases:
             if train_count < phase.batch_size * self.dist.world_size:
                 raise UserError(f"the {phase.name} batch size {phase.batch_size} is larger than "
