@@ -3,7 +3,8 @@
 Two sources give the same batches:
 
 * :class:`DecodedCache` decodes every image once (in parallel) into one uint8 tensor,
-  saved under ``.cache/`` and reused until an annotated file changes.  Batches are then
+  saved under ``.cache/`` and reused until an annotated file changes (the outdated copy
+  is then deleted).  Batches are then
   plain index lookups, on the GPU when the tensor fits there: the data pipeline costs
   nothing per epoch.  This is the default.
 * :class:`ImageDataset` + a ``DataLoader`` decode per sample in worker processes, for
@@ -65,6 +66,12 @@ def collate_valid(batch):
     return torch.stack(images), torch.tensor(labels, dtype=torch.long)
 
 
+def _cache_slot(source, input_shape, train: bool) -> str:
+    """Names the caches of one annotation file at one geometry: one version is kept."""
+    where = os.path.abspath(os.fspath(source))
+    return hashlib.sha1(f"{where};{tuple(input_shape)};{train}".encode()).hexdigest()[:12]
+
+
 def _cache_key(samples, input_shape, train: bool) -> str:
     """Changes whenever a listed file, the list itself or the decode geometry changes."""
     h = hashlib.sha1(f"{CACHE_FORMAT};{tuple(input_shape)};{train}".encode())
@@ -86,17 +93,24 @@ class DecodedCache:
     skipped: int
 
     @classmethod
-    def build(cls, samples, input_shape, train: bool, *, cache_dir=".cache", workers=0,
-              builder=True, barrier=lambda: None) -> "DecodedCache":
-        """Load the cache from ``cache_dir``, or decode and save it (``builder`` only)."""
-        key = _cache_key(samples, input_shape, train)
+    def build(cls, samples, input_shape, train: bool, *, source, cache_dir=".cache",
+              workers=0, builder=True, barrier=lambda: None) -> "DecodedCache":
+        """Load the cache of annotation file ``source`` from ``cache_dir``, or decode and
+        save it (``builder`` only), deleting that file's outdated versions."""
+        slot = _cache_slot(source, input_shape, train)
+        name = f"{slot}-{_cache_key(samples, input_shape, train)}"
         folder = Path(cache_dir) / "decoded"
-        images_file, labels_file = folder / f"{key}.images.npy", folder / f"{key}.labels.npy"
+        images_file, labels_file = folder / f"{name}.images.npy", folder / f"{name}.labels.npy"
         if builder and not labels_file.exists():
             images, labels = _decode_all(samples, input_shape, train, workers)
             folder.mkdir(parents=True, exist_ok=True)
             _save_npy(images_file, images.numpy())
             _save_npy(labels_file, labels.numpy())  # written last: marks the pair complete
+            # At 224x224 one version of a 50,000-image dataset is 10 GB: editing the
+            # dataset must not leave the old one behind. Readers hold their own copy.
+            for outdated in folder.glob(f"{slot}-*.npy"):
+                if not outdated.name.startswith(f"{name}."):
+                    outdated.unlink(missing_ok=True)
         barrier()
         labels = torch.from_numpy(np.load(labels_file))
         images = torch.from_numpy(np.load(images_file))
@@ -218,8 +232,9 @@ def make_batches(annotation, num_classes: int, input_shape, batch_size: int, *, 
         raise UserError(f"batch size {batch_size} is larger than the {len(samples)} images in "
                         f"{annotation}: lower --batch-size")
     if cache and decoded_nbytes(len(samples), input_shape, train) <= cache_max_gb * 2**30:
-        decoded = DecodedCache.build(samples, input_shape, train, cache_dir=cache_dir,
-                                     workers=workers, builder=builder, barrier=barrier)
+        decoded = DecodedCache.build(samples, input_shape, train, source=annotation,
+                                     cache_dir=cache_dir, workers=workers, builder=builder,
+                                     barrier=barrier)
         images, labels = decoded.images, decoded.labels
         # On the GPU when it leaves most memory for training; else batches are copied over.
         if device.type == "cuda" and images.numel() < torch.cuda.mem_get_info(device)[0] / 4:

@@ -1,0 +1,85 @@
+"""The decode cache and the streaming path: same pixels, reused until a file changes."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import COLOURS, make_dataset, make_image
+from utils import data
+from utils.annotation import write_annotation
+from utils.data import make_batches
+
+SHAPE = (16, 16)
+
+
+@pytest.fixture
+def annotated(tmp_path) -> Path:
+    """An annotation file of 2 classes x 4 images of 20x20 (so decoding resizes them)."""
+    make_dataset(tmp_path, classes=("cat", "dog"), train=4, test=1, size=(20, 20))
+    samples = [(label, str(path)) for label, name in enumerate(("cat", "dog"))
+               for path in sorted((tmp_path / "datasets" / "train" / name).iterdir())]
+    annotation = tmp_path / "cls_train.txt"
+    write_annotation(annotation, samples)
+    return annotation
+
+
+def batches(annotation, *, train: bool, cache: bool, cache_dir) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image and label of ``annotation`` in file order, through one of the two paths."""
+    source = make_batches(annotation, 2, SHAPE, 8, train=train, device=torch.device("cpu"),
+                          cache=cache, cache_dir=cache_dir)
+    if not train:
+        images, labels = zip(*source)
+        return torch.cat(images), torch.cat(labels)
+    # One shuffled batch of base-form images: put them back in file order.
+    source.set_epoch(0)
+    order = torch.as_tensor(source._indices() if cache else list(source.sampler))
+    images, labels = next(iter(source))
+    restored_images, restored_labels = torch.empty_like(images), torch.empty_like(labels)
+    restored_images[order], restored_labels[order] = images, labels
+    return restored_images, restored_labels
+
+
+def cached_files(cache_dir: Path) -> list[str]:
+    return sorted(p.name for p in (cache_dir / "decoded").iterdir())
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_cache_and_stream_give_the_same_pixels(annotated, tmp_path, train):
+    cached = batches(annotated, train=train, cache=True, cache_dir=tmp_path / "c")
+    streamed = batches(annotated, train=train, cache=False, cache_dir=tmp_path / "c")
+    assert torch.equal(cached[1], streamed[1])
+    assert torch.equal(cached[0], streamed[0])
+
+
+def test_cache_is_decoded_once_and_reused(annotated, tmp_path, monkeypatch):
+    calls = []
+    decode_all = data._decode_all
+    monkeypatch.setattr(data, "_decode_all", lambda *a: calls.append(1) or decode_all(*a))
+    first = batches(annotated, train=False, cache=True, cache_dir=tmp_path / "c")
+    second = batches(annotated, train=False, cache=True, cache_dir=tmp_path / "c")
+    assert len(calls) == 1
+    assert torch.equal(first[0], second[0])
+
+
+def test_a_changed_image_rebuilds_the_cache_and_drops_the_outdated_one(annotated, tmp_path):
+    cache_dir = tmp_path / "c"
+    other = tmp_path / "other.txt"  # another annotation file: its cache must survive
+    other.write_text(annotated.read_text().splitlines()[0] + "\n")
+    batches(other, train=False, cache=True, cache_dir=cache_dir)
+    before = batches(annotated, train=False, cache=True, cache_dir=cache_dir)
+    kept = cached_files(cache_dir)
+    assert len(kept) == 4  # images + labels, for each annotation file
+
+    first = annotated.parent / annotated.read_text().splitlines()[0].partition(";")[2]
+    make_image(first, COLOURS[2], size=(20, 20), seed=99)
+    os.utime(first, ns=(1, 1))  # a different mtime even on coarse-clock file systems
+    after = batches(annotated, train=False, cache=True, cache_dir=cache_dir)
+
+    assert not torch.equal(after[0][0], before[0][0]), "the edited image is decoded anew"
+    assert torch.equal(after[0][1:], before[0][1:])
+    now = cached_files(cache_dir)
+    assert len(now) == 4, "the outdated version of the edited file's cache is deleted"
+    assert len(set(now) & set(kept)) == 2, "the other annotation file's cache is untouched"
