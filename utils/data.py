@@ -4,9 +4,8 @@ Two sources give the same batches:
 
 * :class:`DecodedCache` decodes every image once (in parallel) into one uint8 tensor,
   saved under ``.cache/`` and reused until an annotated file changes (the outdated copy
-  is then deleted).  Batches are then
-  plain index lookups, on the GPU when the tensor fits there: the data pipeline costs
-  nothing per epoch.  This is the default.
+  is then deleted).  Batches are then plain index lookups, on the GPU when the tensor
+  fits there: the data pipeline costs nothing per epoch.  This is the default.
 * :class:`ImageDataset` + a ``DataLoader`` decode per sample in worker processes, for
   datasets too large for the cache budget.
 

@@ -52,16 +52,17 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 #: A CPU runs a big batch slower per image than small passes: every layer's output is a
 #: fresh allocation too large to recycle, so the memory is handed back to the system and
-#: page-faulted in again (2 cores, MobileNetV2 32x32: 147 img/s in passes of 1024 images,
-#: 216 in passes of 64; 224x224: 41 img/s at 32, 77 at 4). CPU passes are cut to this size.
+#: page-faulted in again (2 cores, MobileNetV2: eval.py at 32x32 ran 152 img/s in passes
+#: of 1024 images, 225 in passes of 32; at 224x224 a pass of 32 ran 41 img/s, of 4, 77).
+#: CPU passes are cut to this size.
 CPU_PASS_PIXELS = 2**18
-CPU_PASS_IMAGES = 64
+CPU_PASS_IMAGES = 32
 
 
 def forward(model: torch.nn.Module, x: torch.Tensor, device: torch.device,
             amp_dtype: torch.dtype | None = None,
             memory_format: torch.memory_format = torch.channels_last) -> torch.Tensor:
-    """Float32 logits of the normalised batch ``x``, in cache-sized passes on a CPU.
+    """Float32 logits of the normalised batch ``x``, in small passes on a CPU.
 
     Splitting changes nothing but speed: in eval mode every image is computed on its own.
     """
