@@ -71,9 +71,9 @@ def _cache_slot(source, input_shape, train: bool) -> str:
     return hashlib.sha1(f"{where};{tuple(input_shape)};{train}".encode()).hexdigest()[:12]
 
 
-def _cache_key(samples, input_shape, train: bool) -> str:
-    """Changes whenever a listed file, the list itself or the decode geometry changes."""
-    h = hashlib.sha1(f"{CACHE_FORMAT};{tuple(input_shape)};{train}".encode())
+def _cache_key(samples) -> str:
+    """Changes whenever a listed file or the list itself changes (the slot holds the geometry)."""
+    h = hashlib.sha1(f"{CACHE_FORMAT};".encode())
     for label, path in samples:
         try:
             st = os.stat(path)
@@ -97,7 +97,7 @@ class DecodedCache:
         """Load the cache of annotation file ``source`` from ``cache_dir``, or decode and
         save it (``builder`` only), deleting that file's outdated versions."""
         slot = _cache_slot(source, input_shape, train)
-        name = f"{slot}-{_cache_key(samples, input_shape, train)}"
+        name = f"{slot}-{_cache_key(samples)}"
         folder = Path(cache_dir) / "decoded"
         images_file, labels_file = folder / f"{name}.images.npy", folder / f"{name}.labels.npy"
         if builder and not labels_file.exists():
