@@ -19,15 +19,17 @@ from torchvision.transforms import v2
 
 import nets
 from utils import preprocess
-from utils.annotation import read_annotation, read_classes
+from utils.annotation import ANNOTATION_FILES, DEFAULT_CLASSES, read_annotation, read_classes
 from utils.augment import BatchAugment
-from utils.classifier import one_by_one_batches
 from utils.cli import ArgumentParser, default_workers, run
-from utils.data import make_batches
+from utils.data import Loading, check_batch_size, make_batches, one_by_one_batches
 from utils.distributed import resolve_device
-from utils.evaluate import amp_dtype, evaluate, forward
+from utils.evaluate import evaluate
+from utils.execution import AMP_MODES, Execution
 from utils.image import load_image
-from utils.trainer import make_optimizer, train_step
+from utils.model_spec import ModelSpec
+from utils.optim import make_optimizer
+from utils.trainer import train_step
 
 
 def parse_args(argv):
@@ -38,12 +40,13 @@ def parse_args(argv):
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--eval-batch-size", type=int, default=1024)
     p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
+    p.add_argument("--amp", default="auto", choices=AMP_MODES)
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--compile", action="store_true", help="torch.compile the training model")
-    p.add_argument("--data", default="cls_train.txt", help="training annotation file")
-    p.add_argument("--eval-data", default="cls_test.txt", help="evaluation annotation file")
-    p.add_argument("--classes", default="model_data/cls_classes.txt")
+    p.add_argument("--data", default=ANNOTATION_FILES["train"], help="training annotation file")
+    p.add_argument("--eval-data", default=ANNOTATION_FILES["test"],
+                   help="evaluation annotation file")
+    p.add_argument("--classes", default=DEFAULT_CLASSES)
     p.add_argument("--workers", type=int, default=default_workers(4))
     p.add_argument("--steps", type=int, default=30, help="timed steps per window")
     p.add_argument("--repeats", type=int, default=3, help="timed windows (median reported)")
@@ -84,14 +87,15 @@ def cycle(iterable):
 class PilDataset(Dataset):
     """The baseline: decode and augment one PIL image per item, as blog-post scripts do."""
 
-    def __init__(self, samples, input_shape, train):
+    def __init__(self, samples, spec: ModelSpec, train):
         self.samples = samples
-        crop = (v2.RandomCrop(input_shape, padding=max(1, round(min(input_shape) / 8)))
-                if preprocess.is_small(input_shape) else v2.RandomResizedCrop(input_shape))
+        shape = spec.input_shape
+        crop = (v2.RandomCrop(shape, padding=max(1, round(min(shape) / 8)))
+                if nets.is_small_input(shape) else v2.RandomResizedCrop(shape))
         self.transform = v2.Compose([
-            crop if train else v2.Resize(input_shape), v2.RandomHorizontalFlip(),
+            crop if train else v2.Resize(shape), v2.RandomHorizontalFlip(),
             v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(preprocess.IMAGENET_MEAN, preprocess.IMAGENET_STD)])
+            v2.Normalize(spec.mean, spec.std)])
 
     def __len__(self):
         return len(self.samples)
@@ -110,7 +114,7 @@ class Report:
 
 def bench_data(args, ctx, report) -> None:
     """Our pipeline (decode cache + batch augmentation) vs a per-sample PIL DataLoader."""
-    device, shape = ctx["device"], ctx["shape"]
+    device, execution = ctx["device"], ctx["execution"]
     t0 = time.perf_counter()
     batches = ctx["train_batches"]()
     report("decode cache ready (first run builds it)", f"{time.perf_counter() - t0:.1f} s")
@@ -118,15 +122,13 @@ def bench_data(args, ctx, report) -> None:
 
     def ours():
         images, _ = next(stream)
-        images = images.to(device, non_blocking=True)
-        preprocess.normalize(ctx["augment"](images), preprocess.IMAGENET_MEAN,
-                             preprocess.IMAGENET_STD)
+        execution.inputs(ctx["augment"](images.to(device, non_blocking=True)))
 
     rate = timed(ours, args.batch_size, device, args.steps, args.repeats)
     report("data pipeline, ours (img/s)", f"{rate:,.0f}")
     if not args.baseline:
         return
-    loader = DataLoader(PilDataset(ctx["samples"](args.data), shape, True),
+    loader = DataLoader(PilDataset(ctx["samples"](args.data), ctx["spec"], True),
                         batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
                         drop_last=True, persistent_workers=args.workers > 0,
                         pin_memory=device.type == "cuda")
@@ -140,19 +142,16 @@ def bench_data(args, ctx, report) -> None:
 
 def bench_train(args, ctx, report) -> None:
     """The optimisation step alone (batch already on the device), then end to end."""
-    device, fmt, dtype = ctx["device"], ctx["fmt"], ctx["dtype"]
-    model = ctx["model"]
-    recipe = argparse.Namespace(optimizer="sgd", momentum=0.9, weight_decay=5e-4)
-    optimizer = make_optimizer(model, recipe, 0.1, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    device, execution, model = ctx["device"], ctx["execution"], ctx["model"]
+    optimizer = make_optimizer(model, "sgd", 0.1, weight_decay=5e-4, device=device)
+    scaler = torch.amp.GradScaler(device.type, enabled=execution.amp_dtype == torch.float16)
     train_model = torch.compile(model) if args.compile else model
     batches = ctx["train_batches"]()
     fixed = [t.to(device) for t in next(iter(batches))]
 
     def step(images, labels):
-        train_step(train_model, images, labels, ctx["augment"], optimizer, scaler,
-                   label_smoothing=0.1, mean=preprocess.IMAGENET_MEAN,
-                   std=preprocess.IMAGENET_STD, amp_dtype=dtype, memory_format=fmt)
+        train_step(train_model, images, labels, ctx["augment"], optimizer, scaler, execution,
+                   label_smoothing=0.1)
 
     rate = timed(lambda: step(*fixed), args.batch_size, device, args.steps, args.repeats)
     report("train step, data on device (img/s)", f"{rate:,.0f}")
@@ -168,16 +167,15 @@ def bench_train(args, ctx, report) -> None:
 
 def bench_eval(args, ctx, report) -> None:
     """Batched evaluation over the decode cache vs one image at a time; latency."""
-    device, shape, fmt, dtype = ctx["device"], ctx["shape"], ctx["fmt"], ctx["dtype"]
-    model, num_classes = ctx["model"], ctx["num_classes"]
-    val_batches = make_batches(args.eval_data, num_classes, shape, args.eval_batch_size,
-                               train=False, device=device, workers=args.workers)
+    device, spec, execution = ctx["device"], ctx["spec"], ctx["execution"]
+    model, num_classes = ctx["model"], spec.num_classes
+    val_batches = make_batches(ctx["samples"](args.eval_data), spec.geometry,
+                               args.eval_batch_size, train=False, device=device,
+                               source=args.eval_data, loading=Loading(args.workers))
     count = sum(len(labels) for _, labels in val_batches)
 
     def ours():
-        evaluate(model, val_batches, num_classes=num_classes, mean=preprocess.IMAGENET_MEAN,
-                 std=preprocess.IMAGENET_STD, device=device, amp_dtype=dtype,
-                 channels_last=args.channels_last)
+        evaluate(model, val_batches, execution, num_classes)
 
     rate = timed(ours, count, device, 1, args.repeats, warmup=1)
     report(f"eval, batched ({count} images, img/s)", f"{rate:,.0f}")
@@ -185,9 +183,8 @@ def bench_eval(args, ctx, report) -> None:
 
     @torch.inference_mode()
     def predict_one(path):
-        x = preprocess.to_uint8(load_image(path), shape)[None].to(device)
-        x = preprocess.normalize(x, preprocess.IMAGENET_MEAN, preprocess.IMAGENET_STD)
-        return forward(model, x, device, dtype, fmt).argmax(1).item()
+        x = preprocess.to_uint8(load_image(path), spec.geometry)[None]
+        return execution.logits(model, x).argmax(1).item()
 
     samples = ctx["samples"](args.eval_data)
     latencies = []
@@ -201,9 +198,7 @@ def bench_eval(args, ctx, report) -> None:
         subset = samples[:args.baseline_images]
 
         def one_by_one():
-            evaluate(model, one_by_one_batches(subset, shape), num_classes=num_classes,
-                     mean=preprocess.IMAGENET_MEAN, std=preprocess.IMAGENET_STD,
-                     device=device, amp_dtype=dtype, channels_last=args.channels_last)
+            evaluate(model, one_by_one_batches(subset, spec.geometry), execution, num_classes)
 
         one = timed(one_by_one, len(subset), device, 1, args.repeats, warmup=0)
         report("eval, one image at a time (img/s)", f"{one:,.0f}")
@@ -216,23 +211,32 @@ STAGES = {"data": bench_data, "train": bench_train, "eval": bench_eval}
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
-    shape = tuple(args.input_shape)
-    num_classes = len(read_classes(args.classes))
-    dtype = amp_dtype(args.amp, device)
-    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    print(f"{args.backbone} {shape[0]}x{shape[1]}, batch {args.batch_size}, {device}"
+    classes = read_classes(args.classes)
+    spec = ModelSpec.create(args.backbone, classes, args.input_shape,
+                            width_mult=args.width_mult)
+    execution = Execution.create(spec, device, args.amp, args.channels_last)
+    h, w = spec.input_shape
+    print(f"{args.backbone} {h}x{w}, batch {args.batch_size}, {device}"
           f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
-          f"amp {dtype}, channels_last {args.channels_last}, torch {torch.__version__}")
+          f"amp {execution.amp_dtype}, channels_last {args.channels_last}, "
+          f"torch {torch.__version__}")
     torch.manual_seed(0)
+    samples = {}
+
+    def read(annotation):
+        if annotation not in samples:
+            samples[annotation] = read_annotation(annotation, spec.num_classes)
+        return samples[annotation]
+
+    check_batch_size(args.batch_size, read(args.data), args.data)
     ctx = {
-        "device": device, "shape": shape, "dtype": dtype, "fmt": fmt,
-        "num_classes": num_classes,
-        "augment": BatchAugment(shape, preprocess.is_small(shape)),
-        "model": nets.get_model(args.backbone, num_classes, input_shape=shape,
-                                width_mult=args.width_mult).to(device, memory_format=fmt),
-        "samples": lambda annotation: read_annotation(annotation, num_classes),
-        "train_batches": lambda: make_batches(args.data, num_classes, shape, args.batch_size,
-                                              train=True, device=device, workers=args.workers),
+        "device": device, "spec": spec, "execution": execution,
+        "augment": BatchAugment(spec.input_shape, nets.is_small_input(spec.input_shape)),
+        "model": execution.prepare(spec.build()),
+        "samples": read,
+        "train_batches": lambda: make_batches(read(args.data), spec.geometry, args.batch_size,
+                                              train=True, device=device, source=args.data,
+                                              loading=Loading(args.workers)),
     }
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -23,18 +23,20 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from utils.annotation import read_annotation
-from utils.classifier import Classifier, add_model_arguments, load_from_args, one_by_one_batches
+from utils.annotation import ANNOTATION_FILES, read_annotation
+from utils.classifier import Classifier
 from utils.cli import ArgumentParser, UserError, default_workers, run
-from utils.data import make_batches
-from utils.evaluate import EvalResult, amp_dtype, evaluate
+from utils.data import Loading, make_batches, one_by_one_batches
+from utils.evaluate import EvalResult, evaluate
+from utils.execution import AMP_MODES
 from utils.metrics import ClassReport, class_report
+from utils.model_args import add_model_arguments, load_from_args
 from utils.plots import plot_confusion, plot_per_class
 
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--annotation", default="cls_test.txt",
+    parser.add_argument("--annotation", default=ANNOTATION_FILES["test"],
                         help="<class_id>;<path> list to evaluate (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     parser.add_argument("--out", default="metrics_out", help="folder for the reports")
@@ -42,7 +44,7 @@ def parse_args(argv=None):
                         help="image-decoding processes")
     parser.add_argument("--no-cache", action="store_true",
                         help="decode images on the fly instead of through the .cache/ tensor")
-    parser.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"),
+    parser.add_argument("--amp", default="auto", choices=AMP_MODES,
                         help="mixed precision, as in training: auto = bf16/fp16 on GPU, "
                         "off on CPU")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
@@ -92,23 +94,22 @@ def write_reports(out: Path, classes: list[str], result: EvalResult, report: Cla
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    classifier = load_from_args(args)
-    device, num_classes = classifier.device, len(classifier.classes)
+    classifier = load_from_args(args, amp=args.amp,
+                                channels_last=args.channels_last and not args.one_by_one)
+    num_classes = len(classifier.classes)
 
     start = time.perf_counter()
+    samples = read_annotation(args.annotation, num_classes)
     if args.one_by_one:
-        samples = read_annotation(args.annotation, num_classes)
-        batches, total = one_by_one_batches(samples, classifier.input_shape), len(samples)
+        batches = one_by_one_batches(samples, classifier.spec.geometry)
+        total = len(samples)
     else:
-        batches = make_batches(args.annotation, num_classes, classifier.input_shape,
-                               args.batch_size, train=False, device=device,
-                               workers=args.workers, cache=not args.no_cache)
+        batches = make_batches(samples, classifier.spec.geometry, args.batch_size, train=False,
+                               device=classifier.device, source=args.annotation,
+                               loading=Loading(args.workers, None if args.no_cache else ".cache"))
         total = len(batches)
     prepared = time.perf_counter()
-    result = evaluate(classifier.model, batches, num_classes=num_classes,
-                      mean=classifier.mean, std=classifier.std, device=device,
-                      amp_dtype=amp_dtype(args.amp, device),
-                      channels_last=args.channels_last and not args.one_by_one,
+    result = evaluate(classifier.model, batches, classifier.execution, num_classes,
                       progress=lambda b: tqdm(b, total=total, desc="evaluating", leave=False,
                                               disable=None))
     finished = time.perf_counter()
@@ -134,7 +135,8 @@ def main(argv=None) -> int:
     print(f"mean recall     {report.mean_recall:.2%}")
     print(f"mean precision  {report.mean_precision:.2%}")
     print(f"loss            {result.loss:.4f}")
-    print(f"speed           {result.count / seconds:.0f} img/s on {device} ({seconds:.1f}s: "
+    print(f"speed           {result.count / seconds:.0f} img/s on {classifier.device} "
+          f"({seconds:.1f}s: "
           f"{prepared - start:.1f}s preparing images, {finished - prepared:.1f}s evaluating"
           f"{', one image at a time' if args.one_by_one else ''})")
     print(f"reports in      {out}/")

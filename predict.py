@@ -20,9 +20,10 @@ import sys
 import time
 from typing import Iterable, Iterator
 
-from utils.classifier import Classifier, add_model_arguments, load_from_args
+from utils.classifier import Classifier
 from utils.cli import ArgumentParser, UserError, run, warn
-from utils.image import ImageError, is_image_file, load_image
+from utils.image import is_image_file, load_or_warn
+from utils.model_args import add_model_arguments, load_from_args
 
 
 def parse_args(argv=None):
@@ -107,13 +108,9 @@ def classify(classifier: Classifier, sources: Iterable[str], topk: int, batch_si
     done = given = 0
     for given, source in enumerate(sources, 1):
         for paths in batched(image_paths(source), batch_size):
-            images, readable = [], []
-            for path in paths:
-                try:
-                    images.append(load_image(path))
-                    readable.append(path)
-                except ImageError as exc:
-                    warn(f"{path}: {exc.reason}")
+            loaded = [(path, load_or_warn(path)) for path in paths]
+            readable = [path for path, image in loaded if image is not None]
+            images = [image for _, image in loaded if image is not None]
             if not images:
                 continue
             probabilities = classifier.predict(images, batch_size)
@@ -137,8 +134,8 @@ def export(classifier: Classifier, path: str) -> None:
     export_onnx(classifier, path)
     diff = check_onnx(classifier, path)
     h, w = classifier.input_shape
-    mean = ", ".join(f"{v:.4g}" for v in classifier.mean)
-    std = ", ".join(f"{v:.4g}" for v in classifier.std)
+    mean = ", ".join(f"{v:.4g}" for v in classifier.spec.mean)
+    std = ", ".join(f"{v:.4g}" for v in classifier.spec.std)
     print(f"wrote {path} in {time.perf_counter() - t0:.1f}s: input '{INPUT_NAME}' float32 "
           f"[batch, 3, {h}, {w}] = (RGB / 255 - mean) / std, mean ({mean}), std ({std}); "
           f"output '{OUTPUT_NAME}' [batch, {len(classifier.classes)}]; class names in the "

@@ -13,7 +13,7 @@ import torch
 
 import nets
 from nets.profile import count_macs, count_parameters, measure_latency, separable_costs
-from utils.cli import ArgumentParser, UserError, run
+from utils.cli import ArgumentParser, UserError, run, user_errors
 
 
 def parse_args(argv: list[str] | None):
@@ -21,7 +21,7 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--backbone", required=True, help=f"one of: {', '.join(nets.available())}")
     parser.add_argument("--input-shape", nargs=2, type=int, default=(224, 224), metavar=("H", "W"),
                         help="image size (default 224 224; below 96 the small-input stem)")
-    parser.add_argument("--width-mult", type=float, default=1.0,
+    parser.add_argument("--width-mult", type=float,
                         help="width multiplier α (MobileNets only; default 1.0)")
     parser.add_argument("--num-classes", type=int, default=1000, help="outputs (default 1000)")
     parser.add_argument("--in-channels", type=int, default=3, help="image channels (default 3)")
@@ -47,14 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     shape = tuple(args.input_shape)
     build = dict(name=args.backbone, num_classes=args.num_classes, input_shape=shape,
-                 width_mult=args.width_mult, in_channels=args.in_channels)
-    with torch.device("meta"):
+                 in_channels=args.in_channels,
+                 **({} if args.width_mult is None else {"width_mult": args.width_mult}))
+    with torch.device("meta"), user_errors(ValueError, KeyError):
         model = nets.get_model(**build)
 
     params = count_parameters(model)
     macs = count_macs(model, shape, args.in_channels)
     print(f"{args.backbone}: input {shape[0]}x{shape[1]}x{args.in_channels}, "
-          f"width_mult {args.width_mult:g}, {args.num_classes} classes")
+          f"width_mult {args.width_mult or 1.0:g}, {args.num_classes} classes")
     print(f"parameters  {params:,} ({_millions(params)})")
     print(f"MACs        {macs:,} ({_millions(macs)}; FLOPs / 2, torch.utils.flop_counter)")
     if args.latency:

@@ -8,16 +8,16 @@ Many GPUs: ``torchrun --nproc_per_node 4 train.py ...`` (see the README).
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import nets
 from utils import augment
-from utils.checkpoint import load_checkpoint
+from utils.annotation import ANNOTATION_FILES, DEFAULT_CLASSES
 from utils.cli import UserError, default_workers, run, warn
-from utils.config import from_dict, parse
-from utils.trainer import Trainer
+from utils.config import parse
+from utils.execution import AMP_MODES
+from utils.optim import OPTIMIZERS, SCHEDULES
+from utils.runs import resolve_run, start_training
 
 
 def _opt(default, help, choices=None):
@@ -32,9 +32,9 @@ class TrainConfig:
     """Everything a run depends on. Defaults: a strong recipe for CIFAR-10 at 32x32."""
 
     # --- data
-    train_annotation: str = _opt("cls_train.txt", "annotation file of the training images")
-    test_annotation: str = _opt("cls_test.txt", "annotation file evaluated every epoch")
-    classes_path: str = _opt("model_data/cls_classes.txt", "class names, one per line")
+    train_annotation: str = _opt(ANNOTATION_FILES["train"], "annotation file of the training images")
+    test_annotation: str = _opt(ANNOTATION_FILES["test"], "annotation file evaluated every epoch")
+    classes_path: str = _opt(DEFAULT_CLASSES, "class names, one per line")
     input_shape: tuple[int, int] = _opt((32, 32), "network input height and width")
     # --- model
     backbone: str = _opt("mobilenetv2", "network", nets.available())
@@ -48,11 +48,11 @@ class TrainConfig:
     batch_size: int = _opt(512, "batch size per process")
     eval_batch_size: int = _opt(1024, "batch size for the per-epoch evaluation")
     # --- optimisation
-    optimizer: str = _opt("sgd", "sgd is Nesterov momentum", ("sgd", "adam", "adamw"))
+    optimizer: str = _opt("sgd", "sgd is Nesterov momentum", OPTIMIZERS)
     lr: float = _opt(0.2, "learning rate for a global batch of 256 (scaled linearly)")
     momentum: float = _opt(0.9, "SGD momentum")
     weight_decay: float = _opt(5e-4, "weight decay (not applied to BatchNorm and biases)")
-    schedule: str = _opt("cosine", "learning-rate decay after warm-up", ("cosine", "step"))
+    schedule: str = _opt("cosine", "learning-rate decay after warm-up", SCHEDULES)
     warmup_epochs: float = _opt(2.0, "linear warm-up length in epochs")
     step_epochs: int = _opt(30, "step schedule: epochs between decays")
     step_gamma: float = _opt(0.1, "step schedule: decay factor")
@@ -63,7 +63,7 @@ class TrainConfig:
                               "as a fraction of the input side (0: off)")
     # --- speed
     amp: str = _opt("auto", "mixed precision: auto = bf16/fp16 on GPU, off on CPU",
-                    ("auto", "bf16", "fp16", "off"))
+                    AMP_MODES)
     channels_last: bool = _opt(True, "channels-last memory format (faster convs on GPU)")
     compile: bool = _opt(False, "torch.compile the model (pays off on long runs)")
     cache: bool = _opt(True, "decode images once into a uint8 cache in .cache/")
@@ -108,47 +108,11 @@ def check(cfg: TrainConfig) -> None:
         warn("--freeze-epochs without --pretrained or --model-path freezes a random backbone")
 
 
-#: Where and how fast a run executes, not what it computes: a resume may change these.
-RUNTIME_SETTINGS = ("device", "workers", "cache", "cache_dir", "compile", "resume")
-
-
-def prepare_run(cfg: TrainConfig, explicit=frozenset()) -> tuple[TrainConfig, Path, dict | None]:
-    """Resolve ``--resume`` (its saved config wins) or create a fresh run folder.
-
-    A resumed run keeps the settings it was started with; of those given in ``explicit``,
-    runtime ones override them and any other that disagrees is an error, not ignored.
-    """
-    if cfg.resume:
-        ckpt = load_checkpoint(cfg.resume)
-        if "config" not in ckpt:
-            raise UserError(f"{cfg.resume}: not a training checkpoint (no saved config)")
-        saved = from_dict(TrainConfig, ckpt["config"], source=cfg.resume)
-        changed = [f"--{n.replace('_', '-')} {getattr(cfg, n)} (the run has {getattr(saved, n)})"
-                   for n in sorted(explicit) if n not in RUNTIME_SETTINGS
-                   and getattr(cfg, n) != getattr(saved, n)]
-        if changed:
-            raise UserError(f"{cfg.resume}: a resumed run keeps its settings: "
-                            f"{', '.join(changed)}; start a new run from it with --model-path")
-        resumed = dataclasses.replace(saved, **{n: getattr(cfg, n) for n in explicit
-                                                if n in RUNTIME_SETTINGS})
-        if ckpt["epoch"] >= resumed.epochs:
-            raise UserError(f"{cfg.resume}: the run already finished all {resumed.epochs} epochs")
-        return resumed, Path(cfg.resume).parent, ckpt
-    name = cfg.run_name or f"{cfg.backbone}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(cfg.save_dir) / name
-    if run_dir.exists() and any(run_dir.iterdir()):
-        way_out = (f"--resume {run_dir / 'last.pth'}" if (run_dir / "last.pth").exists()
-                   else "delete that folder (it holds no checkpoint)")
-        raise UserError(f"{run_dir} already holds a run: pick another --run-name, or {way_out}")
-    return cfg, run_dir, None
-
-
 def main(argv=None) -> int:
     cfg, explicit = parse(TrainConfig, argv, description=__doc__.splitlines()[0])
     cfg = with_backbone_defaults(cfg, explicit)
     check(cfg)
-    cfg, run_dir, resume = prepare_run(cfg, explicit)
-    Trainer(cfg, run_dir, resume).fit()
+    start_training(resolve_run(cfg, explicit)).fit()
     return 0
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nets.common import ConvBNAct, ImageClassifier, init_weights, make_divisible
+from nets.common import (ConvBNAct, ImageClassifier, check_width_mult, init_weights,
+                         make_divisible, stem_strides)
 from nets.registry import PretrainedCfg, register_model
 
 #: Output channels and stride of the 13 depthwise-separable layers (the paper's Table 1).
@@ -56,13 +57,11 @@ class MobileNetV1(ImageClassifier):
     def __init__(self, num_classes: int = 1000, width_mult: float = 1.0, in_channels: int = 3,
                  small_input: bool = False) -> None:
         super().__init__()
+        width_mult = check_width_mult(width_mult)
+        stem, *strides = stem_strides([2, *(s for _, s in SEPARABLE_LAYERS)], small_input)
         channels = make_divisible(STEM_CHANNELS * width_mult)
-        layers: list[nn.Module] = [ConvBNAct(in_channels, channels, 3, 1 if small_input else 2)]
-        first_downsample = True
-        for out_channels, stride in SEPARABLE_LAYERS:
-            if stride == 2 and first_downsample:
-                first_downsample = False
-                stride = 1 if small_input else 2
+        layers: list[nn.Module] = [ConvBNAct(in_channels, channels, 3, stem)]
+        for (out_channels, _), stride in zip(SEPARABLE_LAYERS, strides):
             out_channels = make_divisible(out_channels * width_mult)
             layers.append(DepthwiseSeparable(channels, out_channels, stride))
             channels = out_channels
@@ -71,7 +70,7 @@ class MobileNetV1(ImageClassifier):
         init_weights(self)
 
 
-@register_model(PretrainedCfg(url=None), width_mult=True)
+@register_model(PretrainedCfg(url=None))
 def mobilenetv1(**kwargs) -> MobileNetV1:
     """MobileNetV1 (4.2M parameters, 569M MACs at 224x224 and α = 1)."""
     return MobileNetV1(**kwargs)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nets.common import ConvBNAct, ImageClassifier, init_weights, make_divisible
+from nets.common import (ConvBNAct, ImageClassifier, check_width_mult, init_weights,
+                         make_divisible, stem_strides)
 from nets.registry import PretrainedCfg, register_model
 
 #: (expansion t, output channels c, repeats n, first stride s): the paper's Table 2.
@@ -67,15 +68,14 @@ class MobileNetV2(ImageClassifier):
     def __init__(self, num_classes: int = 1000, width_mult: float = 1.0, in_channels: int = 3,
                  small_input: bool = False, dropout: float = 0.2) -> None:
         super().__init__()
+        width_mult = check_width_mult(width_mult)
+        stem, *strides = stem_strides([2, *(s for *_, s in INVERTED_RESIDUAL_SETTING)],
+                                      small_input)
         channels = make_divisible(STEM_CHANNELS * width_mult)
         last_channels = make_divisible(LAST_CHANNELS * max(1.0, width_mult))
         layers: list[nn.Module] = [
-            ConvBNAct(in_channels, channels, 3, 1 if small_input else 2, activation=nn.ReLU6)]
-        first_downsample = True
-        for t, c, n, s in INVERTED_RESIDUAL_SETTING:
-            if s == 2 and first_downsample:
-                first_downsample = False
-                s = 1 if small_input else 2
+            ConvBNAct(in_channels, channels, 3, stem, activation=nn.ReLU6)]
+        for (t, c, n, _), s in zip(INVERTED_RESIDUAL_SETTING, strides):
             out_channels = make_divisible(c * width_mult)
             for i in range(n):
                 layers.append(InvertedResidual(channels, out_channels, s if i == 0 else 1, t))
@@ -86,8 +86,7 @@ class MobileNetV2(ImageClassifier):
         init_weights(self)
 
 
-@register_model(PretrainedCfg("https://download.pytorch.org/models/mobilenet_v2-b0353104.pth"),
-                width_mult=True)
+@register_model(PretrainedCfg("https://download.pytorch.org/models/mobilenet_v2-b0353104.pth"))
 def mobilenetv2(**kwargs) -> MobileNetV2:
     """MobileNetV2 (3.5M parameters, 300M MACs at 224x224 and α = 1)."""
     return MobileNetV2(**kwargs)

@@ -1,10 +1,13 @@
-"""Transfer weights into a model: official ImageNet weights, our checkpoints, plain state_dicts.
+"""Transfer weights into a model: official ImageNet weights, or any state_dict.
 
 Loading is by name *and* shape: every tensor of the source whose name and shape match the
 model is copied, the rest keep their fresh initialisation.  That is what transfer learning
 needs: a 1000-class ImageNet head does not fit a 10-class model and is skipped (and said
 so), while the whole backbone loads.  A source that fills nothing in the backbone is an
 error, since training would silently start from scratch.
+
+Reading files is the caller's business (``utils.checkpoint.read_weights`` reads ours and
+other scripts' checkpoints safely); this module only downloads the official weights.
 """
 from __future__ import annotations
 
@@ -19,23 +22,17 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-# A module import, not ``from utils.checkpoint import ...``: utils.checkpoint imports nets,
-# so this line can run while utils.checkpoint is still half-initialised.
-from utils import checkpoint
-from utils.cli import UserError, warn
-
 #: Where downloaded weights are kept (relative to the project folder, the cwd).
 MODEL_DIR = "model_data"
-
-_URL_SCHEMES = ("http", "https", "file")
 
 
 @dataclass
 class LoadReport:
-    """What :func:`load_pretrained` did.
+    """What :func:`transfer_weights` did.
 
     Attributes:
         source: the path or URL loaded from.
+        model_name: the network loaded into.
         loaded: model tensors now holding the source's values.
         skipped_head: head tensors left as initialised (expected when the classes differ).
         skipped_backbone: backbone tensors left as initialised (a partial match).
@@ -45,17 +42,13 @@ class LoadReport:
     """
 
     source: str
+    model_name: str = "model"
     loaded: list[str] = field(default_factory=list)
     skipped_head: list[str] = field(default_factory=list)
     skipped_backbone: list[str] = field(default_factory=list)
     adapted: list[str] = field(default_factory=list)
     total: int = 0
     head_classes: tuple[int, int] | None = None
-
-    @property
-    def skipped(self) -> list[str]:
-        """Every model tensor not loaded, head first."""
-        return self.skipped_head + self.skipped_backbone
 
     def __str__(self) -> str:
         parts = [f"loaded {len(self.loaded)}/{self.total} tensors from {self.source}"]
@@ -71,35 +64,67 @@ class LoadReport:
             parts.append(f"adapted {', '.join(self.adapted)} to the input channels")
         return "; ".join(parts)
 
+    @property
+    def warning(self) -> str | None:
+        """What a user must be told, beyond the report: backbone tensors left random."""
+        if not self.skipped_backbone:
+            return None
+        return (f"{len(self.skipped_backbone)} backbone tensors of {self.model_name} did not "
+                f"match {self.source} and start from random values")
 
-def load_pretrained(model: nn.Module, source: str | os.PathLike, *, name: str | None = None,
+
+def load_pretrained(model: nn.Module, url: str | None = None, *,
                     model_dir: str | os.PathLike = MODEL_DIR) -> LoadReport:
-    """Copy matching weights from ``source`` into ``model``, print and return a report.
+    """Download ``model``'s official ImageNet weights once into ``model_dir`` and transfer them.
+
+    ``url`` replaces the official address (a mirror, or a ``file://`` URL).  Raises
+    ``ValueError`` when the network has no official weights or they do not fit it, and
+    ``OSError`` when they cannot be downloaded or cached.
+    """
+    name = getattr(model, "model_name", type(model).__name__)
+    url = url or model.pretrained_cfg.url
+    if url is None:
+        raise ValueError(f"{name} has no official ImageNet weights: train it from scratch "
+                         "or start from a checkpoint of yours (model_path)")
+    return transfer_weights(model, download_weights(url, model_dir), url)
+
+
+def download_weights(url: str, model_dir: str | os.PathLike = MODEL_DIR) -> dict[str, torch.Tensor]:
+    """The state_dict at ``url``, fetched through ``torch.hub`` once and cached in ``model_dir``."""
+    cached = Path(model_dir) / Path(urlparse(url).path).name
+    try:
+        return torch.hub.load_state_dict_from_url(url, model_dir=str(model_dir),
+                                                  map_location="cpu", weights_only=True,
+                                                  check_hash=False)
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise OSError(f"could not download {url} ({reason}): put the file in "
+                      f"{model_dir}/ by hand, or pass a local model_path") from exc
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:  # damaged
+        raise ValueError(f"{cached}: not a readable weights file; delete it to download "
+                         "it again") from exc
+
+
+def transfer_weights(model: nn.Module, state: dict[str, torch.Tensor],
+                     source: str = "state_dict") -> LoadReport:
+    """Copy the tensors of ``state`` whose name and shape fit ``model``; return a report.
 
     Args:
         model: a network from :func:`nets.get_model` (it needs ``features``/``classifier``).
-        source: a local file (a checkpoint written by train.py, a plain state_dict, or a
-            torchvision ``.pth``) or an ``http(s)://`` / ``file://`` URL, which is downloaded
-            once into ``model_dir`` via ``torch.hub``.
-        name: the network's name for messages, and to refuse a checkpoint of another
-            backbone; defaults to the name ``get_model`` gave the model.
-        model_dir: download folder for URLs.
+        state: the source weights, wrapper prefixes (``module.``) already removed.
+        source: the path or URL they came from, for the report.
 
     Raises:
-        UserError: the source cannot be read, is not a set of weights, was written for
-            another backbone, or nothing in it fits the model's backbone.
+        ValueError: nothing in ``state`` fits the model's backbone.
     """
-    source = str(source)
-    name = name or getattr(model, "model_name", type(model).__name__)
-    state = state_dict_from(_read(source, model_dir), source, name)
-
     model_state = model.state_dict()
     # BatchNorm's step counters are bookkeeping: loaded when present, never reported.
     counters = {k for k in model_state if k.endswith("num_batches_tracked")}
     target = {k: v for k, v in model_state.items() if k not in counters}
     backbone = _names_of(model, model.features)
     first_conv = _first_conv_weight(model)
-    report = LoadReport(source, total=len(target))
+    name = getattr(model, "model_name", type(model).__name__)
+    report = LoadReport(str(source), name, total=len(target))
     matched = {k: state[k] for k in counters if k in state}
     for key, tensor in target.items():
         value = state.get(key)
@@ -116,17 +141,13 @@ def load_pretrained(model: nn.Module, source: str | os.PathLike, *, name: str | 
         else:
             report.skipped_head.append(key)
     if not any(key in backbone for key in report.loaded):
-        raise UserError(f"{source}: no backbone weights match {name}: "
-                        "is it a checkpoint of another architecture?")
+        raise ValueError(f"{source}: no backbone weights match {name}: "
+                         "is it a checkpoint of another architecture?")
     model.load_state_dict(matched, strict=False)
 
     head_weight = _head_weight(model)
     if head_weight in report.skipped_head and head_weight in state:
         report.head_classes = (state[head_weight].shape[0], target[head_weight].shape[0])
-    print(report, flush=True)
-    if report.skipped_backbone:
-        warn(f"{len(report.skipped_backbone)} backbone tensors of {name} did not match {source} "
-             "and start from random values")
     return report
 
 
@@ -143,45 +164,6 @@ def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor | N
         return weight.sum(dim=1, keepdim=True)
     repeats = math.ceil(in_channels / 3)
     return weight.repeat(1, repeats, 1, 1)[:, :in_channels] * (3 / in_channels)
-
-
-def _read(source: str, model_dir: str | os.PathLike):
-    """The object stored at a path or URL (URLs cached in ``model_dir``)."""
-    if urlparse(source).scheme not in _URL_SCHEMES:
-        return checkpoint.load_file(source)
-    cached = Path(model_dir) / Path(urlparse(source).path).name
-    try:
-        return torch.hub.load_state_dict_from_url(source, model_dir=str(model_dir),
-                                                  map_location="cpu", weights_only=True,
-                                                  check_hash=False)
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise UserError(f"could not download {source} ({reason}): put the file in "
-                        f"{model_dir}/ by hand, or pass a local model_path") from exc
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-        raise UserError(f"{cached}: not a readable weights file; delete it to download "
-                        "it again") from exc
-
-
-def state_dict_from(obj, source, name: str | None = None) -> dict[str, torch.Tensor]:
-    """The weights inside a loaded file, wrapper prefixes stripped.
-
-    Accepts our checkpoint's ``model`` (refused when it names a backbone other than
-    ``name``), another script's ``state_dict`` key, or a plain state_dict.
-    """
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        backbone = obj.get("backbone")
-        if name is not None and backbone is not None and backbone != name:
-            raise UserError(f"{source} is a {backbone} checkpoint; it does not fit {name}")
-        obj = obj["model"]
-    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    is_state_dict = isinstance(obj, dict) and obj and all(
-        isinstance(v, torch.Tensor) for v in obj.values())
-    if not is_state_dict:
-        raise UserError(f"{source}: holds no model weights: not a checkpoint or state_dict "
-                        "(expected a dict of tensors)")
-    return checkpoint.strip_prefixes(obj)
 
 
 def _names_of(model: nn.Module, part: nn.Module) -> set[str]:

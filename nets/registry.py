@@ -11,47 +11,55 @@ from typing import Callable
 
 from torch import nn
 
-from utils.preprocess import IMAGENET_MEAN, IMAGENET_STD
+#: ImageNet statistics: the normalisation every official weight file here was trained with,
+#: and the default for networks trained from scratch.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
 class PretrainedCfg:
-    """What a variant's official ImageNet-1k weights are and how they were trained.
+    """What a variant's official ImageNet-1k weights are and what input they expect.
 
-    ``url`` is ``None`` for a network with no official weights (MobileNetV1).
+    Attributes:
+        url: where the weights live; ``None`` for a network with none (MobileNetV1).
+        mean, std: the per-channel normalisation they were trained with (RGB in [0, 1]).
+        input_size: the (H, W) they were trained and evaluated at.
+        crop_fraction: evaluation resizes the image to ``input_size / crop_fraction`` and
+            keeps the centre ``input_size`` (224 of 256 for torchvision's V1 weights).
     """
 
     url: str | None
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     input_size: tuple[int, int] = (224, 224)
-    num_classes: int = 1000
+    crop_fraction: float = 0.875
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered variant: its builder, pretrained config and whether α applies."""
+    """A registered variant: its builder and pretrained config."""
 
     name: str
     builder: Callable[..., nn.Module]
     pretrained_cfg: PretrainedCfg
-    has_width_mult: bool
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(pretrained_cfg: PretrainedCfg, *, width_mult: bool = False):
+def register_model(pretrained_cfg: PretrainedCfg):
     """Decorator registering a builder under its function name.
 
-    The builder takes ``num_classes``, ``in_channels``, ``small_input`` (and ``width_mult``
-    when ``width_mult=True``) and returns the network with random weights.
+    The builder takes ``num_classes``, ``small_input`` and the family's own architecture
+    arguments (``in_channels``, ``width_mult``, ...) and returns the network with random
+    weights.
     """
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = builder.__name__
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelEntry(name, builder, pretrained_cfg, width_mult)
+        _REGISTRY[name] = ModelEntry(name, builder, pretrained_cfg)
         return builder
     return decorate
 
@@ -61,6 +69,10 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_entry(name: str) -> ModelEntry | None:
-    """The registry entry for ``name``, or ``None`` when there is none."""
-    return _REGISTRY.get(name)
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry for ``name``; ``KeyError`` naming the choices when there is none."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown backbone {name!r}; available: {', '.join(available())}") \
+            from None

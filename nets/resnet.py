@@ -13,7 +13,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from nets.common import ImageClassifier, init_weights
+from nets.common import ImageClassifier, init_weights, stem_strides
 from nets.registry import PretrainedCfg, register_model
 
 _FEATURE_MODULES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
@@ -90,10 +90,11 @@ class ResNet(ImageClassifier):
     def __init__(self, block: type[BasicBlock | Bottleneck], layers: tuple[int, int, int, int],
                  num_classes: int = 1000, in_channels: int = 3, small_input: bool = False) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 64, 7, 1 if small_input else 2, 3, bias=False)
+        conv_stride, pool_stride = stem_strides([2, 2], small_input)
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, conv_stride, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.Identity() if small_input else nn.MaxPool2d(3, 2, 1)
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if pool_stride == 2 else nn.Identity()
         channels = 64
         for index, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers)):
             stride = 1 if index == 0 else 2

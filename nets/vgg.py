@@ -10,15 +10,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nets.common import ImageClassifier, init_weights
+from nets.common import ImageClassifier, init_weights, stem_strides
 from nets.registry import PretrainedCfg, register_model
 
 #: Configuration D of the paper's Table 1: output channels of each 3x3 conv, "M" a max-pool.
 VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
                 512, 512, 512, "M")
-
-#: Max-pools left out for small inputs: 32x32 then reaches the head as 4x4, not 1x1.
-_SMALL_INPUT_SKIPPED_POOLS = 2
 
 
 class VGG(ImageClassifier):
@@ -29,7 +26,8 @@ class VGG(ImageClassifier):
         num_classes: size of the last linear layer.
         batch_norm: insert BatchNorm between each conv and its ReLU.
         in_channels: channels of the input image.
-        small_input: skip the first two max-pools (for inputs below 96 px).  They are
+        small_input: skip the first two max-pools (for inputs below 96 px: 32x32 then
+            reaches the head as 4x4, not 1x1).  They are
             replaced by ``nn.Identity`` so module indices, and thus weight names, are unchanged.
         dropout: dropout probability after each of the two hidden fully connected layers.
     """
@@ -39,12 +37,11 @@ class VGG(ImageClassifier):
                  dropout: float = 0.5) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
-        pools_to_skip = _SMALL_INPUT_SKIPPED_POOLS if small_input else 0
+        pool_strides = iter(stem_strides([2] * layers.count("M"), small_input))
         channels = in_channels
         for spec in layers:
             if spec == "M":
-                blocks.append(nn.Identity() if pools_to_skip else nn.MaxPool2d(2, 2))
-                pools_to_skip = max(0, pools_to_skip - 1)
+                blocks.append(nn.MaxPool2d(2, 2) if next(pool_strides) == 2 else nn.Identity())
                 continue
             blocks.append(nn.Conv2d(channels, spec, kernel_size=3, padding=1))
             if batch_norm:

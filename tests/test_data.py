@@ -9,10 +9,11 @@ import torch
 
 from tests.helpers import COLOURS, make_dataset, make_image
 from utils import data
-from utils.annotation import write_annotation
-from utils.data import make_batches
+from utils.annotation import read_annotation, write_annotation
+from utils.data import Loading, make_batches
+from utils.preprocess import Geometry
 
-SHAPE = (16, 16)
+GEOMETRY = Geometry((16, 16))
 
 
 @pytest.fixture
@@ -27,19 +28,20 @@ def annotated(tmp_path) -> Path:
 
 
 def batches(annotation, *, train: bool, cache: bool, cache_dir) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every image and label of ``annotation`` in file order, through one of the two paths."""
-    source = make_batches(annotation, 2, SHAPE, 8, train=train, device=torch.device("cpu"),
-                          cache=cache, cache_dir=cache_dir)
+    """Every image and label of ``annotation`` through one of the two paths: in file order
+    for evaluation; for training (shuffled), in an order fixed by the pixels alone."""
+    source = make_batches(read_annotation(annotation, 2), GEOMETRY, 8, train=train,
+                          device=torch.device("cpu"), source=annotation,
+                          loading=Loading(cache_dir=cache_dir if cache else None))
     if not train:
         images, labels = zip(*source)
         return torch.cat(images), torch.cat(labels)
-    # One shuffled batch of base-form images: put them back in file order.
     source.set_epoch(0)
-    order = torch.as_tensor(source._indices() if cache else list(source.sampler))
-    images, labels = next(iter(source))
-    restored_images, restored_labels = torch.empty_like(images), torch.empty_like(labels)
-    restored_images[order], restored_labels[order] = images, labels
-    return restored_images, restored_labels
+    images, labels = next(iter(source))  # one batch: the whole shuffled set
+    key = images.flatten(1).double() @ torch.rand(images[0].numel(), dtype=torch.float64,
+                                                  generator=torch.Generator().manual_seed(0))
+    order = key.argsort()
+    return images[order], labels[order]
 
 
 def cached_files(cache_dir: Path) -> list[str]:
@@ -55,12 +57,13 @@ def test_cache_and_stream_give_the_same_pixels(annotated, tmp_path, train):
 
 
 def test_cache_is_decoded_once_and_reused(annotated, tmp_path, monkeypatch):
-    calls = []
-    decode_all = data._decode_all
-    monkeypatch.setattr(data, "_decode_all", lambda *a: calls.append(1) or decode_all(*a))
+    decoded = []
+    load = data.load_or_warn
+    monkeypatch.setattr(data, "load_or_warn", lambda path: decoded.append(path) or load(path))
     first = batches(annotated, train=False, cache=True, cache_dir=tmp_path / "c")
+    assert len(decoded) == 8
     second = batches(annotated, train=False, cache=True, cache_dir=tmp_path / "c")
-    assert len(calls) == 1
+    assert len(decoded) == 8, "the second pass reads the cache, not the images"
     assert torch.equal(first[0], second[0])
 
 

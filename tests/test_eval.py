@@ -18,7 +18,7 @@ from tests.test_predict import make_checkpoint
 from utils.annotation import write_annotation, write_classes
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.cli import UserError
-from utils.evaluate import forward
+from utils.execution import Execution
 
 STUB_CLASSES = [f"class{i}" for i in range(case.NUM_CLASSES)]
 
@@ -32,6 +32,8 @@ def stub_project(tmp_path, monkeypatch):
     """
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(nets, "get_model", lambda *args, **kwargs: case.StubNet())
+    monkeypatch.setattr(nets, "get_entry",
+                        lambda name: nets.registry.ModelEntry(name, None, nets.PretrainedCfg(None)))
     samples = []
     for i, label in enumerate(case.LABELS):
         path = tmp_path / "images" / f"{i}.png"
@@ -159,9 +161,10 @@ def test_cpu_forward_runs_cache_sized_passes_with_unchanged_logits(side, per_pas
     model = PassRecorder()
     model.net[1].running_mean.uniform_()  # eval-mode BatchNorm with non-trivial statistics
     model.eval()
-    x = torch.randn(2 * per_pass + 1, 3, side, side)
+    x = torch.randint(0, 256, (2 * per_pass + 1, 3, side, side), dtype=torch.uint8)
+    identity = Execution(torch.device("cpu"), (0.0,) * 3, (1 / 255,) * 3)  # x / 255 * 255 = x
     with torch.inference_mode():
-        reference = model.net(x)
-        logits = forward(model, x, torch.device("cpu"))
+        reference = model.net(x.float())
+        logits = identity.logits(model, x)
     assert model.passes == [per_pass, per_pass, 1]
     torch.testing.assert_close(logits, reference)

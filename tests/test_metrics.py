@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from utils.evaluate import evaluate
+from utils.execution import Execution
 from utils.metrics import ConfusionMatrix, class_report, topk_correct
 
 # Six classes, nine images.  RANKINGS[i] lists the classes from most to least likely for
@@ -98,8 +99,8 @@ def test_confusion_matrix_and_class_report_match_hand_values():
 
 @pytest.mark.parametrize("batch_size", [1, 4, 9])  # one per image, a ragged last batch, one batch
 def test_evaluate_reports_hand_values_whatever_the_batching(batch_size):
-    result = evaluate(StubNet(), stub_batches(batch_size), num_classes=NUM_CLASSES,
-                      mean=IDENTITY_MEAN, std=IDENTITY_STD, device=torch.device("cpu"))
+    execution = Execution(torch.device("cpu"), IDENTITY_MEAN, IDENTITY_STD, channels_last=False)
+    result = evaluate(StubNet(), stub_batches(batch_size), execution, NUM_CLASSES)
     assert result.count == len(LABELS)
     assert result.top1 == pytest.approx(EXPECTED_TOP1)
     assert result.top5 == pytest.approx(EXPECTED_TOP5)

@@ -30,7 +30,7 @@ def exported(tmp_path_factory):
 def test_export_matches_pytorch_for_any_batch_size(exported):
     root, result = exported
     assert "max abs diff" in result.stderr and result.stdout == ""  # no paths: export only
-    classifier = Classifier.from_checkpoint(root / "model.pth")
+    classifier = Classifier.load(root / "model.pth")
     session = ort.InferenceSession(str(root / "model.onnx"), providers=["CPUExecutionProvider"])
     for batch in (1, 5):
         x = torch.randn(batch, 3, 16, 16)
@@ -56,7 +56,7 @@ def test_export_describes_its_input_and_classes(exported):
 
 def test_a_diverging_export_is_an_error(exported):
     root, _ = exported
-    classifier = Classifier.from_checkpoint(root / "model.pth")
+    classifier = Classifier.load(root / "model.pth")
     with torch.no_grad():
         classifier.model.classifier.bias += 1e-3  # PyTorch side no longer matches the file
     with pytest.raises(UserError, match="differ from PyTorch"):
@@ -69,7 +69,7 @@ def test_torchscript_exporter_is_the_fallback(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(onnx_export, "_export_dynamo", broken)
     make_checkpoint(tmp_path / "model.pth", backbone="mobilenetv1")
-    classifier = Classifier.from_checkpoint(tmp_path / "model.pth")
+    classifier = Classifier.load(tmp_path / "model.pth")
     onnx_export.export_onnx(classifier, tmp_path / "model.onnx")
     assert "unsupported operator" in capsys.readouterr().err
     assert onnx_export.check_onnx(classifier, tmp_path / "model.onnx", batch_size=4) <= 1e-4

@@ -20,10 +20,10 @@ import predict
 from tests.helpers import assert_clean_error, make_dataset, make_image, run_script
 from utils.annotation import write_classes
 from utils.checkpoint import save_checkpoint
-from utils.classifier import Classifier, default_checkpoint
+from utils.classifier import Classifier
 from utils.cli import UserError
 from utils.image import load_image
-from utils.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from utils.model_args import latest_checkpoint
 
 CLASSES = ["blue", "green", "red"]
 SHAPE = (16, 16)
@@ -46,7 +46,8 @@ def make_checkpoint(path: Path, classes=CLASSES, backbone="mobilenetv2", width_m
     save_checkpoint({"model": model.state_dict(), "backbone": backbone,
                      "num_classes": len(classes), "classes": list(classes),
                      "input_shape": list(input_shape), "width_mult": width_mult,
-                     "in_channels": 3, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                     "in_channels": 3, "mean": list(nets.IMAGENET_MEAN),
+                     "std": list(nets.IMAGENET_STD),
                      "epoch": 3, "top1": 0.5}, path)
     return model.eval()
 
@@ -113,7 +114,7 @@ def test_batched_folder_predictions_equal_one_image_at_a_time(in_project):
     expected_paths = sorted(str(p) for p in folder.rglob("*.png") if not p.name.startswith("."))
     assert sorted(r["path"] for r in results) == expected_paths
 
-    classifier = Classifier.from_checkpoint("logs/run1/best.pth")
+    classifier = Classifier.load("logs/run1/best.pth")
     for r in results:
         alone = classifier.predict([load_image(r["path"])])[0]
         for p in r["predictions"]:
@@ -205,10 +206,10 @@ def test_class_list_mismatch_is_warned_and_the_checkpoint_classes_used(project, 
 def test_default_model_is_best_of_the_most_recent_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match="no trained model in logs/: train one with train.py"):
-        default_checkpoint()
+        latest_checkpoint()
     for i, name in enumerate(["b_newest", "a_older", "c_oldest"]):
         Path("logs", name).mkdir(parents=True)
         Path("logs", name, "best.pth").write_bytes(b"x")
         os.utime(Path("logs", name), (1e9 - i * 1000, 1e9 - i * 1000))
     Path("logs", "d_no_best").mkdir()  # a run that has not saved a best yet
-    assert default_checkpoint() == Path("logs", "b_newest", "best.pth")
+    assert latest_checkpoint() == Path("logs", "b_newest", "best.pth")

@@ -11,7 +11,7 @@ import torchvision
 import nets
 from nets.pretrained import load_pretrained
 from tests.helpers import ROOT
-from utils.checkpoint import save_checkpoint
+from utils.checkpoint import save_checkpoint, transfer_from_file
 from utils.cli import UserError
 
 
@@ -53,16 +53,16 @@ def test_file_url_downloads_once_into_model_data_and_skips_the_head(
 
 def test_grey_input_sums_the_rgb_filters(official_file, torchvision_mobilenetv2):
     model = nets.get_model("mobilenetv2", 1000, in_channels=1)
-    report = load_pretrained(model, official_file)
+    report = transfer_from_file(model, official_file)
     assert report.adapted == ["features.0.0.weight"]
-    assert report.skipped == []
+    assert report.skipped_head == [] and report.skipped_backbone == []
     torch.testing.assert_close(model.features[0][0].weight,
                                torchvision_mobilenetv2["features.0.0.weight"].sum(1, keepdim=True))
 
 
 def test_extra_input_channels_repeat_the_rgb_filters(official_file, torchvision_mobilenetv2):
     model = nets.get_model("mobilenetv2", 1000, in_channels=4)
-    assert load_pretrained(model, official_file).adapted == ["features.0.0.weight"]
+    assert transfer_from_file(model, official_file).adapted == ["features.0.0.weight"]
     rgb = torchvision_mobilenetv2["features.0.0.weight"]
     # Scaled by 3/4 so that four channels add up to what three did.
     torch.testing.assert_close(model.features[0][0].weight, torch.cat([rgb, rgb[:, :1]], 1) * 0.75)
@@ -75,8 +75,9 @@ def test_our_checkpoint_from_ddp_and_compile_loads_completely(tmp_path):
                      "model": {f"module._orig_mod.{k}": v for k, v in source.state_dict().items()}},
                     path)
     model = nets.get_model("mobilenetv1", 5, input_shape=(32, 32), width_mult=0.25)
-    report = load_pretrained(model, path)
-    assert report.skipped == [] and len(report.loaded) == report.total
+    report = transfer_from_file(model, path)
+    assert report.skipped_head == [] and report.skipped_backbone == []
+    assert len(report.loaded) == report.total
     for key, value in source.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
 
@@ -84,7 +85,7 @@ def test_our_checkpoint_from_ddp_and_compile_loads_completely(tmp_path):
 def test_partial_backbone_match_is_loaded_and_warned(tmp_path, capsys):
     path = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18().state_dict(), path)
-    report = load_pretrained(nets.get_model("resnet34", 1000), path)
+    report = transfer_from_file(nets.get_model("resnet34", 1000), path)
     # resnet34 has the same stem and head, and more blocks per stage.
     assert "conv1.weight" in report.loaded and "fc.weight" in report.loaded
     assert "layer1.2.conv1.weight" in report.skipped_backbone
@@ -96,7 +97,7 @@ def test_weights_of_another_architecture_are_refused(tmp_path):
     torch.save(torchvision.models.resnet18().state_dict(), path)
     with pytest.raises(UserError, match=r"no backbone weights match mobilenetv2: is it a "
                                         r"checkpoint of another architecture\?"):
-        load_pretrained(nets.get_model("mobilenetv2", 10), path)
+        transfer_from_file(nets.get_model("mobilenetv2", 10), path)
 
 
 def test_checkpoint_of_another_backbone_names_both(tmp_path):
@@ -104,7 +105,7 @@ def test_checkpoint_of_another_backbone_names_both(tmp_path):
     save_checkpoint({"backbone": "resnet18",
                      "model": nets.get_model("mobilenetv2", 3).state_dict()}, path)
     with pytest.raises(UserError, match="is a resnet18 checkpoint; it does not fit mobilenetv2"):
-        load_pretrained(nets.get_model("mobilenetv2", 3), path)
+        transfer_from_file(nets.get_model("mobilenetv2", 3), path, "mobilenetv2")
 
 
 @pytest.mark.parametrize("content, needle", [
@@ -119,15 +120,14 @@ def test_a_file_that_is_not_weights_is_a_user_error(tmp_path, content, needle):
     else:
         torch.save(content, path)
     with pytest.raises(UserError, match=needle):
-        load_pretrained(nets.get_model("mobilenetv1", 3, width_mult=0.25), path)
+        transfer_from_file(nets.get_model("mobilenetv1", 3, width_mult=0.25), path)
 
 
 def test_unreachable_url_says_how_to_work_offline(tmp_path):
     url = (tmp_path / "missing.pth").as_uri()
-    with pytest.raises(UserError, match=r"could not download .*missing\.pth.*model_data/"):
+    with pytest.raises(OSError, match=r"could not download .*missing\.pth.*model_data/"):
         load_pretrained(nets.get_model("mobilenetv2", 3), url, model_dir=tmp_path / "model_data")
 
 
 def test_importing_checkpoint_before_nets_works():
-    # utils.checkpoint imports nets, and nets.pretrained imports utils.checkpoint.
     subprocess.run([sys.executable, "-c", "import utils.checkpoint"], cwd=ROOT, check=True)

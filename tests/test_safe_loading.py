@@ -29,7 +29,7 @@ from tests.test_train import FAST
 from utils import checkpoint
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.cli import UserError
-from utils.trainer import Trainer
+from utils.train_state import TrainState
 
 # ---------------------------------------------------------------------------------------------
 # weights_only everywhere
@@ -179,13 +179,7 @@ def test_disk_full_mid_run_stops_cleanly_and_the_run_resumes(tmp_path, monkeypat
                 return disk_full(*args, **kwargs)
         return REAL_MKSTEMP(*args, **kwargs)
 
-    original_save = Trainer._save
-
-    def save_as_best(self, *args, **kwargs):
-        self.best_top1 = -1.0
-        return original_save(self, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "_save", save_as_best)
+    monkeypatch.setattr(TrainState, "improves", lambda self, top1: True)
     monkeypatch.setattr(checkpoint.tempfile, "mkstemp", full_in_epoch_2)
     with pytest.raises(UserError, match=f"(?i)could not write checkpoint .*{full_at}.*no space"):
         train.main([*FAST, "--epochs", "2", "--run-name", "full"])

@@ -130,16 +130,21 @@ def test_torchrun_two_processes_match_single_process_eval(project):
     assert [p.name for p in (project / "logs").iterdir()] == ["ddp"]
     row = read_metrics(project / "logs" / "ddp")[0]
 
-    from utils.checkpoint import build_model
-    from utils.data import make_batches
+    from utils.annotation import read_annotation
+    from utils.checkpoint import build_model, check_checkpoint
+    from utils.data import Loading, make_batches
     from utils.evaluate import evaluate
+    from utils.execution import Execution
 
     ckpt = load_checkpoint(project / "logs" / "ddp" / "last.pth")
-    batches = make_batches(project / "cls_test.txt", 3, (16, 16), 16, train=False,
-                           device=torch.device("cpu"), cache=False)
-    model = build_model(ckpt).to(memory_format=torch.channels_last)  # as trained
-    result = evaluate(model, batches, num_classes=3, mean=ckpt["mean"], std=ckpt["std"],
-                      device=torch.device("cpu"), channels_last=True)
+    spec = check_checkpoint(ckpt, "last.pth")
+    annotation = project / "cls_test.txt"
+    batches = make_batches(read_annotation(annotation, 3), spec.geometry, 16, train=False,
+                           device=torch.device("cpu"), source=annotation,
+                           loading=Loading(cache_dir=None))
+    execution = Execution.create(spec, torch.device("cpu"))  # channels-last, as trained
+    model = execution.prepare(build_model(spec, ckpt["model"]))
+    result = evaluate(model, batches, execution, 3)
     assert result.count == 12
     assert float(row["val_acc"]) == pytest.approx(result.top1, abs=1e-6)
     # Two shards run convolutions at other batch sizes: float sums differ in the 4th digit.

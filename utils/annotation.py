@@ -31,6 +31,8 @@ from utils.cli import UserError, warn
 from utils.image import IMAGE_EXTENSIONS, image_problem, is_image_file, pixel_limit
 
 DEFAULT_CLASSES = "model_data/cls_classes.txt"
+#: The annotation file of each split, as txt_annotation.py writes them (in the project root).
+ANNOTATION_FILES = {"train": "cls_train.txt", "test": "cls_test.txt"}
 _HINT = "run `python txt_annotation.py` first"
 
 
@@ -304,7 +306,7 @@ def prepare_annotations(datasets: str | os.PathLike = "datasets",
 
     outputs = [(Path(classes_file), write_classes(classes_file, classes), len(classes), "classes")]
     for split in splits:
-        path = out_dir / f"cls_{split}.txt"
+        path = out_dir / ANNOTATION_FILES[split]
         outputs.append((path, write_annotation(path, samples[split]), len(samples[split]),
                         "images"))
     for path, changed, count, noun in outputs:

@@ -1,10 +1,19 @@
-"""Self-describing checkpoints: safe loading, atomic writes, and rebuilding the model.
+"""Self-describing checkpoints: the file format, safe loading, atomic writes, weights files.
 
 A checkpoint is a plain dict of tensors and Python primitives, so it loads with
-``torch.load(weights_only=True)`` (no pickled code can run).  Besides the weights it
-records everything needed to use the model without the training config: backbone, classes,
-input shape, width multiplier, normalisation; and everything needed to resume: epoch,
-optimizer / scheduler / scaler state, RNG state and the best metric so far.
+``torch.load(weights_only=True)`` (no pickled code can run).  Its keys are:
+
+* ``format``, ``version``: what wrote it (:data:`FORMAT`, :data:`VERSION`);
+* the :class:`~utils.model_spec.ModelSpec` fields (backbone, classes, num_classes,
+  input_shape, mean, std, crop_fraction, width_mult, in_channels): enough to use the model
+  without the training config;
+* ``model``: the weights;
+* in checkpoints written by training: ``config`` (the run's settings), ``top1`` / ``top5``
+  (validation scores of this epoch) and the :class:`~utils.train_state.TrainState` (epoch,
+  phase, best metric, optimizer / scheduler / scaler state) needed to resume.
+
+Version history: 1, the first; 2 adds ``crop_fraction`` (version 1 files get the crop that
+version applied).
 """
 from __future__ import annotations
 
@@ -17,14 +26,16 @@ from typing import Any
 import torch
 
 import nets
-from utils.cli import UserError
+from utils.cli import UserError, user_errors, warn
+from utils.model_spec import ModelSpec
 
 FORMAT = "imgcls-checkpoint"
-VERSION = 1
+VERSION = 2
 
-#: Keys every checkpoint carries so that inference needs nothing else.
-DESCRIPTION_KEYS = ("backbone", "num_classes", "classes", "input_shape", "width_mult",
-                    "in_channels", "mean", "std")
+
+def make_checkpoint(spec: ModelSpec, weights: dict[str, torch.Tensor], **extra) -> dict[str, Any]:
+    """The checkpoint dict of a model: its description, its weights and ``extra`` entries."""
+    return {**spec.to_dict(), "model": strip_prefixes(weights), **extra}
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
@@ -82,21 +93,31 @@ def is_checkpoint(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("format") == FORMAT
 
 
-def check_complete(ckpt: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
-    """Return ``ckpt`` if it carries the weights and every description key."""
-    missing = [k for k in (*DESCRIPTION_KEYS, "model") if k not in ckpt]
-    if missing:
-        raise UserError(f"{path}: checkpoint is missing {', '.join(missing)}")
-    return ckpt
+def check_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> ModelSpec:
+    """Check a loaded checkpoint's version, description and weights; return its spec."""
+    version = ckpt.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise UserError(f"{path}: checkpoint has no valid format version")
+    if version > VERSION:
+        raise UserError(f"{path}: checkpoint format version {version} is newer than this "
+                        f"code reads ({VERSION}): update the project")
+    spec = ModelSpec.from_dict(ckpt, source=str(path))
+    weights = ckpt.get("model")
+    if not (isinstance(weights, dict)
+            and all(isinstance(v, torch.Tensor) for v in weights.values())):
+        raise UserError(f"{path}: checkpoint is missing its weights (model)")
+    return spec
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load one of our checkpoints; anything else is a :class:`UserError`."""
+    """Load one of our checkpoints, checked (:func:`check_checkpoint`); anything else is a
+    :class:`UserError`."""
     ckpt = load_file(path)
     if not is_checkpoint(ckpt):
         raise UserError(f"{path}: not a checkpoint written by train.py "
                         "(a plain state_dict needs --backbone/--input-shape/--classes)")
-    return check_complete(ckpt, path)
+    check_checkpoint(ckpt, path)
+    return ckpt
 
 
 def strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -110,14 +131,51 @@ def strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return out
 
 
-def build_model(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> torch.nn.Module:
-    """Rebuild the network a checkpoint describes and load its weights (strictly)."""
-    model = nets.get_model(ckpt["backbone"], ckpt["num_classes"],
-                           input_shape=tuple(ckpt["input_shape"]),
-                           width_mult=ckpt["width_mult"], in_channels=ckpt["in_channels"])
+def state_dict_from(obj, source, backbone: str | None = None) -> dict[str, torch.Tensor]:
+    """The weights inside a loaded file, wrapper prefixes stripped.
+
+    Accepts our checkpoint's ``model`` (refused when it names a backbone other than
+    ``backbone``), another script's ``state_dict`` key, or a plain state_dict.
+    """
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        saved = obj.get("backbone")
+        if backbone is not None and saved is not None and saved != backbone:
+            raise UserError(f"{source} is a {saved} checkpoint; it does not fit {backbone}")
+        obj = obj["model"]
+    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    is_state_dict = isinstance(obj, dict) and obj and all(
+        isinstance(v, torch.Tensor) for v in obj.values())
+    if not is_state_dict:
+        raise UserError(f"{source}: holds no model weights: not a checkpoint or state_dict "
+                        "(expected a dict of tensors)")
+    return strip_prefixes(obj)
+
+
+def read_weights(path: str | os.PathLike, backbone: str | None = None) -> dict[str, torch.Tensor]:
+    """The weights of any weights file: our checkpoint, another script's, a state_dict."""
+    return state_dict_from(load_file(path), path, backbone)
+
+
+def transfer_from_file(model: torch.nn.Module, path: str | os.PathLike,
+                       backbone: str | None = None) -> nets.LoadReport:
+    """Start ``model`` from the tensors of weights file ``path`` that fit it (by name and
+    shape), print what was loaded and warn about backbone tensors left random."""
+    with user_errors(ValueError):
+        report = nets.transfer_weights(model, read_weights(path, backbone), str(path))
+    print(report, flush=True)
+    if report.warning:
+        warn(report.warning)
+    return report
+
+
+def build_model(spec: ModelSpec, weights: dict[str, torch.Tensor],
+                source: str | os.PathLike = "checkpoint") -> torch.nn.Module:
+    """Rebuild the network ``spec`` describes and load ``weights`` into it (strictly)."""
+    model = spec.build()
     try:
-        model.load_state_dict(strip_prefixes(ckpt["model"]))
+        model.load_state_dict(strip_prefixes(weights))
     except RuntimeError as exc:
-        raise UserError(f"{path}: weights do not fit {ckpt['backbone']} with "
-                        f"{ckpt['num_classes']} classes") from exc
+        raise UserError(f"{source}: weights do not fit {spec.backbone} with "
+                        f"{spec.num_classes} classes") from exc
     return model

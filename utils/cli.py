@@ -7,13 +7,28 @@ user never sees a traceback for their own mistake.  Genuine bugs still raise nor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from typing import Callable, NoReturn
+from typing import Callable, Iterator, NoReturn
 
 
 class UserError(Exception):
     """A problem with the user's input, reported as one line and exit code 2."""
+
+
+@contextlib.contextmanager
+def user_errors(*kinds: type[Exception]) -> Iterator[None]:
+    """Report exceptions of ``kinds`` raised inside the block as :class:`UserError` s.
+
+    For library code that knows nothing of the command line (``nets`` raises ``ValueError``
+    / ``KeyError`` / ``OSError`` for bad arguments and unusable weights): the scripts wrap
+    their calls so those become one-line errors, while genuine bugs elsewhere still raise.
+    """
+    try:
+        yield
+    except kinds as exc:
+        raise UserError(str(exc.args[0]) if exc.args else str(exc)) from exc
 
 
 def warn(message: str) -> None:

@@ -11,7 +11,8 @@ Two sources give the same batches:
 
 Both yield images in the same "base" form (:func:`utils.preprocess.to_base` for training,
 :func:`utils.preprocess.to_uint8` for evaluation), so augmentation (``utils.augment``) and
-evaluation see identical pixels whichever path produced them.
+evaluation see identical pixels whichever path produced them.  :func:`one_by_one_batches`
+is the naive loop both replace, kept to measure the difference.
 """
 from __future__ import annotations
 
@@ -27,19 +28,48 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from utils import preprocess
-from utils.annotation import read_annotation
 from utils.cli import UserError, warn
-from utils.image import ImageError, load_image
+from utils.distributed import Dist
+from utils.image import load_or_warn
+from utils.preprocess import Geometry
 
 CACHE_FORMAT = 1
+
+#: The random stream of batch shuffling; augmentation draws streams 0 .. world_size - 1.
+SHUFFLE_STREAM = 100_003
+
+
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """The seed of one random stream in one epoch of a run.
+
+    Every epoch re-seeds from ``(seed, epoch)`` alone, so a run resumed at any epoch draws
+    exactly what it would have drawn; ``stream`` keeps independent draws (each process's
+    augmentation, the batch order) from sharing a sequence.
+    """
+    return (seed * 1_000_003 + epoch * 1009 + stream) % 2**63
+
+
+@dataclass(frozen=True)
+class Loading:
+    """How images are read into batches.
+
+    Attributes:
+        workers: decoding processes (0 decodes in this process).
+        cache_dir: where the decode cache lives; ``None`` decodes every image on the fly.
+        cache_max_gb: datasets whose decoded form is larger stream instead.
+    """
+
+    workers: int = 0
+    cache_dir: str | os.PathLike | None = ".cache"
+    cache_max_gb: float = 16.0
 
 
 class ImageDataset(Dataset):
     """Per-sample decoding: ``(uint8 (3, H, W) tensor, label)``, or ``None`` if unreadable."""
 
-    def __init__(self, samples: Sequence[tuple[int, str]], input_shape, train: bool):
+    def __init__(self, samples: Sequence[tuple[int, str]], geometry: Geometry, train: bool):
         self.samples = list(samples)
-        self.input_shape = tuple(input_shape)
+        self.geometry = geometry
         self.train = train
 
     def __len__(self) -> int:
@@ -47,13 +77,11 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int):
         label, path = self.samples[index]
-        try:
-            image = load_image(path)
-        except ImageError as exc:
-            warn(f"skipped {path}: {exc}")
+        image = load_or_warn(path)
+        if image is None:
             return None
         to_tensor = preprocess.to_base if self.train else preprocess.to_uint8
-        return to_tensor(image, self.input_shape), label
+        return to_tensor(image, self.geometry), label
 
 
 def collate_valid(batch):
@@ -65,10 +93,11 @@ def collate_valid(batch):
     return torch.stack(images), torch.tensor(labels, dtype=torch.long)
 
 
-def _cache_slot(source, input_shape, train: bool) -> str:
+def _cache_slot(source, geometry: Geometry, train: bool) -> str:
     """Names the caches of one annotation file at one geometry: one version is kept."""
     where = os.path.abspath(os.fspath(source))
-    return hashlib.sha1(f"{where};{tuple(input_shape)};{train}".encode()).hexdigest()[:12]
+    shape = f"{geometry.size};{geometry.base}"
+    return hashlib.sha1(f"{where};{shape};{train}".encode()).hexdigest()[:12]
 
 
 def _cache_key(samples) -> str:
@@ -92,16 +121,17 @@ class DecodedCache:
     skipped: int
 
     @classmethod
-    def build(cls, samples, input_shape, train: bool, *, source, cache_dir=".cache",
-              workers=0, builder=True, barrier=lambda: None) -> "DecodedCache":
+    def build(cls, samples, geometry: Geometry, train: bool, *, source, cache_dir=".cache",
+              workers=0, dist: Dist = Dist()) -> "DecodedCache":
         """Load the cache of annotation file ``source`` from ``cache_dir``, or decode and
-        save it (``builder`` only), deleting that file's outdated versions."""
-        slot = _cache_slot(source, input_shape, train)
+        save it, deleting that file's outdated versions.  Under DDP one process per machine
+        decodes while the others wait."""
+        slot = _cache_slot(source, geometry, train)
         name = f"{slot}-{_cache_key(samples)}"
         folder = Path(cache_dir) / "decoded"
         images_file, labels_file = folder / f"{name}.images.npy", folder / f"{name}.labels.npy"
-        if builder and not labels_file.exists():
-            images, labels = _decode_all(samples, input_shape, train, workers)
+        if dist.local_rank == 0 and not labels_file.exists():
+            images, labels = _decode_all(samples, geometry, train, workers)
             folder.mkdir(parents=True, exist_ok=True)
             _save_npy(images_file, images.numpy())
             _save_npy(labels_file, labels.numpy())  # written last: marks the pair complete
@@ -110,7 +140,7 @@ class DecodedCache:
             for outdated in folder.glob(f"{slot}-*.npy"):
                 if not outdated.name.startswith(f"{name}."):
                     outdated.unlink(missing_ok=True)
-        barrier()
+        dist.barrier()
         labels = torch.from_numpy(np.load(labels_file))
         images = torch.from_numpy(np.load(images_file))
         skipped = len(samples) - len(labels)
@@ -120,14 +150,14 @@ class DecodedCache:
         return cls(images, labels, skipped)
 
 
-def decoded_nbytes(num_samples: int, input_shape, train: bool) -> int:
+def decoded_nbytes(num_samples: int, geometry: Geometry, train: bool) -> int:
     """Bytes the decode cache of ``num_samples`` images would take."""
-    h, w = preprocess.base_shape(input_shape) if train else tuple(input_shape)
+    h, w = geometry.base if train else geometry.size
     return num_samples * 3 * h * w
 
 
-def _decode_all(samples, input_shape, train, workers):
-    loader = DataLoader(ImageDataset(samples, input_shape, train), batch_size=256,
+def _decode_all(samples, geometry, train, workers):
+    loader = DataLoader(ImageDataset(samples, geometry, train), batch_size=256,
                         num_workers=workers, collate_fn=collate_valid)
     images, labels = [], []
     for batch_images, batch_labels in loader:
@@ -168,7 +198,7 @@ class TensorBatches:
         n = len(self.labels)
         if not self.train:
             return torch.arange(self.rank, n, self.world_size)
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, SHUFFLE_STREAM))
         order = torch.randperm(n, generator=g)
         per_rank = -(-n // self.world_size)
         order = torch.cat([order, order[: per_rank * self.world_size - n]])
@@ -191,10 +221,11 @@ class TensorBatches:
 class StreamBatches:
     """Per-sample decoding through a ``DataLoader``: the path for datasets beyond the cache."""
 
-    def __init__(self, samples, input_shape, batch_size: int, *, train: bool, workers: int,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, pin_memory=False):
+    def __init__(self, samples, geometry: Geometry, batch_size: int, *, train: bool,
+                 workers: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 pin_memory=False):
         self.train = train
-        dataset = ImageDataset(samples, input_shape, train)
+        dataset = ImageDataset(samples, geometry, train)
         # Evaluation counts every image exactly once; DistributedSampler would pad the shards.
         self.sampler = (DistributedSampler(dataset, num_replicas=world_size, rank=rank,
                                            shuffle=True, seed=seed) if train
@@ -216,30 +247,50 @@ class StreamBatches:
         return iter(self.loader)
 
 
-def make_batches(annotation, num_classes: int, input_shape, batch_size: int, *, train: bool,
-                 device: torch.device, workers: int = 0, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, cache: bool = True, cache_dir=".cache",
-                 cache_max_gb: float = 16.0, builder: bool = True, barrier=lambda: None):
-    """Batches of ``(uint8 images, labels)`` for one annotation file.
+def check_batch_size(batch_size: int, samples: Sequence, source, flag: str = "--batch-size",
+                     world_size: int = 1) -> None:
+    """A training batch must fit in the training set (every process's share of it)."""
+    if len(samples) < batch_size * world_size:
+        raise UserError(f"{flag} {batch_size} is larger than the {len(samples)} images in "
+                        f"{source}: lower it")
 
-    Uses the decode cache when it fits ``cache_max_gb`` (kept on ``device`` when that is a
-    GPU with room for it), else per-sample decoding.  ``len()`` is the number of batches.
-    Under DDP one process per machine (``builder``) decodes; the others wait at ``barrier``.
+
+def make_batches(samples: Sequence[tuple[int, str]], geometry: Geometry, batch_size: int, *,
+                 train: bool, device: torch.device, source, loading: Loading = Loading(),
+                 seed: int = 0, dist: Dist = Dist()):
+    """Batches of ``(uint8 images, labels)`` of ``samples`` (the lines of annotation file
+    ``source``, which names their decode cache).
+
+    Uses the decode cache when it fits ``loading.cache_max_gb`` (kept on ``device`` when that
+    is a GPU with room for it), else per-sample decoding.  ``len()`` is the number of
+    batches; training batches are shuffled per epoch (``set_epoch``) and sharded over
+    ``dist``'s processes.
     """
-    samples = read_annotation(annotation, num_classes)
-    if train and len(samples) < batch_size * world_size:
-        raise UserError(f"batch size {batch_size} is larger than the {len(samples)} images in "
-                        f"{annotation}: lower --batch-size")
-    if cache and decoded_nbytes(len(samples), input_shape, train) <= cache_max_gb * 2**30:
-        decoded = DecodedCache.build(samples, input_shape, train, source=annotation,
-                                     cache_dir=cache_dir, workers=workers, builder=builder,
-                                     barrier=barrier)
+    cacheable = decoded_nbytes(len(samples), geometry, train) <= loading.cache_max_gb * 2**30
+    if loading.cache_dir is not None and cacheable:
+        decoded = DecodedCache.build(samples, geometry, train, source=source,
+                                     cache_dir=loading.cache_dir, workers=loading.workers,
+                                     dist=dist)
         images, labels = decoded.images, decoded.labels
         # On the GPU when it leaves most memory for training; else batches are copied over.
         if device.type == "cuda" and images.numel() < torch.cuda.mem_get_info(device)[0] / 4:
             images, labels = images.to(device), labels.to(device)
-        return TensorBatches(images, labels, batch_size, train=train, seed=seed, rank=rank,
-                             world_size=world_size)
-    return StreamBatches(samples, input_shape, batch_size, train=train, workers=workers,
-                         seed=seed, rank=rank, world_size=world_size,
+        return TensorBatches(images, labels, batch_size, train=train, seed=seed,
+                             rank=dist.rank, world_size=dist.world_size)
+    return StreamBatches(samples, geometry, batch_size, train=train, workers=loading.workers,
+                         seed=seed, rank=dist.rank, world_size=dist.world_size,
                          pin_memory=device.type == "cuda")
+
+
+def one_by_one_batches(samples: Sequence[tuple[int, str]],
+                       geometry: Geometry) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The naive evaluation loop's input: each image decoded when needed, batches of one.
+
+    Feeding this to :func:`utils.evaluate.evaluate` reproduces the usual "for each image:
+    open, preprocess, forward" loop with the same metrics, the baseline that batched
+    evaluation is measured against (``eval.py --one-by-one``, ``benchmark.py``).
+    """
+    for label, path in samples:
+        image = load_or_warn(path)
+        if image is not None:
+            yield preprocess.to_uint8(image, geometry)[None], torch.tensor([label])

@@ -25,7 +25,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from utils.cli import UserError
+from utils.cli import UserError, warn
 
 #: File extensions treated as images (lower-case; matching is case-insensitive).
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
@@ -98,6 +98,16 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         return to_rgb(image)
     except Exception as exc:  # noqa: BLE001 - broken EXIF or an unconvertible colour mode
         raise ImageError(path, f"cannot convert to RGB ({_short(exc)})") from None
+
+
+def load_or_warn(path: str | os.PathLike) -> Image.Image | None:
+    """:func:`load_image`, or ``None`` after a one-line warning naming the file and why:
+    the way every batch of images treats one it cannot read (skip it, say so, go on)."""
+    try:
+        return load_image(path)
+    except ImageError as exc:
+        warn(f"skipped {path}: {exc.reason}")
+        return None
 
 
 def image_problem(path: str | os.PathLike) -> str | None:

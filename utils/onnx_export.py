@@ -38,7 +38,8 @@ def export_onnx(classifier, path: str | os.PathLike) -> dict[str, str]:
     path = Path(path)
     if path.parent != Path() and not path.parent.is_dir():
         raise UserError(f"cannot write {path}: folder {path.parent} does not exist")
-    h, w = classifier.input_shape
+    spec = classifier.spec
+    h, w = spec.input_shape
     # The network alone, on the CPU in float32: what an ONNX runtime will execute.
     model = _cpu_copy(classifier.model)
     example = torch.randn(2, 3, h, w)
@@ -50,11 +51,11 @@ def export_onnx(classifier, path: str | os.PathLike) -> dict[str, str]:
              "using the TorchScript exporter")
         _export_torchscript(model, example, path)
     metadata = {
-        "classes": json.dumps(classifier.classes),
-        "input_shape": json.dumps(list(classifier.input_shape)),
-        "mean": json.dumps(list(classifier.mean)),
-        "std": json.dumps(list(classifier.std)),
-        "backbone": str(classifier.info.get("backbone", "")),
+        "classes": json.dumps(list(spec.classes)),
+        "input_shape": json.dumps(list(spec.input_shape)),
+        "mean": json.dumps(list(spec.mean)),
+        "std": json.dumps(list(spec.std)),
+        "backbone": spec.backbone,
         "preprocessing": "RGB, resize to cover and centre-crop to input_shape, "
                          "(pixel / 255 - mean) / std, NCHW float32",
         "output": "logits (apply softmax for probabilities)",

@@ -4,39 +4,39 @@ Training evaluation, ``eval.py``, ``predict.py`` and the decode cache all call
 :func:`to_uint8` so a model is always scored on exactly the pixels it was validated on.
 Normalisation happens later, on the batch and on the device (:func:`normalize`), which keeps
 cached images in uint8 (4x smaller than float) and the host-to-device copies cheap.
+
+Where the pixels come from is a :class:`Geometry`: the input size and the fraction of a
+slightly larger resize that evaluation keeps (``ModelSpec.geometry`` gives a model's).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
-#: Below this side length images are treated CIFAR-style: resized straight to the input
-#: shape (no centre-crop margin), augmented with pad-and-crop rather than random-resized crop.
-SMALL_INPUT = 96
 
-#: ImageNet statistics: the default normalisation (pretrained weights expect it).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+@dataclass(frozen=True)
+class Geometry:
+    """An input size and its evaluation crop.
 
-_CROP_FRACTION = 0.875  # the usual 224/256: evaluate on the centre of a slightly larger resize
-
-
-def is_small(input_shape: tuple[int, int]) -> bool:
-    """True when the input is small enough for the CIFAR-style path."""
-    return min(input_shape) < SMALL_INPUT
-
-
-def base_shape(input_shape: tuple[int, int]) -> tuple[int, int]:
-    """The (H, W) images are decoded to before cropping: training augments from it.
-
-    Small inputs use the input shape itself; larger ones a 1/0.875 margin around it so
-    random-resized crops and the evaluation centre crop see the same field of view.
+    Attributes:
+        size: the network's (H, W).
+        crop_fraction: images are resized to cover ``size / crop_fraction`` (the *base*
+            shape) and evaluated on its centre ``size``; 1.0 resizes straight to ``size``
+            (small, CIFAR-style inputs).  Training crops at random from the same base
+            image, so both see the same field of view.
     """
-    h, w = input_shape
-    if is_small(input_shape):
-        return h, w
-    return round(h / _CROP_FRACTION), round(w / _CROP_FRACTION)
+
+    size: tuple[int, int]
+    crop_fraction: float = 1.0
+
+    @property
+    def base(self) -> tuple[int, int]:
+        """The (H, W) images are decoded to before cropping."""
+        h, w = self.size
+        return round(h / self.crop_fraction), round(w / self.crop_fraction)
 
 
 def resize_cover(image: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -55,15 +55,15 @@ def pil_to_uint8(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
 
-def to_base(image: Image.Image, input_shape: tuple[int, int]) -> torch.Tensor:
-    """Decode-cache form of a training image: (3, *base_shape) uint8."""
-    return pil_to_uint8(resize_cover(image, base_shape(input_shape)))
+def to_base(image: Image.Image, geometry: Geometry) -> torch.Tensor:
+    """Decode-cache form of a training image: (3, *geometry.base) uint8."""
+    return pil_to_uint8(resize_cover(image, geometry.base))
 
 
-def to_uint8(image: Image.Image, input_shape: tuple[int, int]) -> torch.Tensor:
-    """Evaluation form of an image: (3, H, W) uint8, the centre of :func:`base_shape`."""
-    base = to_base(image, input_shape)
-    (h, w), (bh, bw) = input_shape, base.shape[1:]
+def to_uint8(image: Image.Image, geometry: Geometry) -> torch.Tensor:
+    """Evaluation form of an image: (3, H, W) uint8, the centre of the base image."""
+    base = to_base(image, geometry)
+    (h, w), (bh, bw) = geometry.size, base.shape[1:]
     top, left = (bh - h) // 2, (bw - w) // 2
     return base[:, top:top + h, left:left + w]
 

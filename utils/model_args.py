@@ -1,0 +1,46 @@
+"""The command-line flags that choose a trained model, shared by ``predict.py`` and ``eval.py``."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from utils.annotation import DEFAULT_CLASSES
+from utils.classifier import Classifier
+from utils.cli import UserError
+from utils.distributed import resolve_device
+
+
+def add_model_arguments(parser) -> None:
+    """``--model`` (default: the latest run's best.pth), ``--device``, and the description
+    plain weights need (``--backbone``, ``--input-shape``, ``--width-mult``, ``--classes``)."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", help="checkpoint written by train.py, or plain weights "
+                       "(default: best.pth of the most recent run in logs/)")
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    group.add_argument("--backbone", help="plain weights only: the network they belong to")
+    group.add_argument("--input-shape", type=int, nargs=2, metavar=("H", "W"),
+                       help="plain weights only: the input size they were trained at")
+    group.add_argument("--width-mult", type=float,
+                       help="plain weights only: the MobileNet width multiplier (default 1.0)")
+    group.add_argument("--classes", default=DEFAULT_CLASSES,
+                       help="class names file: the names of plain weights, and for a "
+                       "checkpoint the list it is checked against (default %(default)s)")
+
+
+def load_from_args(args, amp: str = "auto", channels_last: bool = True) -> Classifier:
+    """The :class:`Classifier` the :func:`add_model_arguments` flags describe."""
+    path = args.model or latest_checkpoint()
+    classifier = Classifier.load(path, resolve_device(args.device), amp=amp,
+                                 channels_last=channels_last, backbone=args.backbone,
+                                 input_shape=args.input_shape, width_mult=args.width_mult,
+                                 classes_file=args.classes)
+    classifier.check_classes(args.classes)
+    return classifier
+
+
+def latest_checkpoint(logs: str | os.PathLike = "logs") -> Path:
+    """``best.pth`` of the most recently modified run folder under ``logs``."""
+    candidates = [p for p in Path(logs).glob("*/best.pth") if p.is_file()]
+    if not candidates:
+        raise UserError(f"no trained model in {logs}/: train one with train.py or pass --model")
+    return max(candidates, key=lambda p: p.parent.stat().st_mtime)

@@ -1,0 +1,206 @@
+"""Setting a training run up: which run it is, its folder, and what the trainer needs.
+
+:func:`resolve_run` decides which run a command starts: a fresh one, or the one
+``--resume`` names, with the settings it was started with.  :func:`start_training` builds
+the device, model description, weights, data and resume state, checking everything that
+can be checked before a file is written, then claims the run folder and hands a
+:class:`~utils.trainer.Trainer` back.
+
+A run folder is claimed atomically (exclusive creation of its ``config.json``), so two runs
+started at the same moment with the same name can never write into one folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from utils import distributed
+from utils.annotation import read_annotation, read_classes
+from utils.checkpoint import load_checkpoint, read_weights, transfer_from_file
+from utils.cli import UserError
+from utils.config import from_dict, to_dict
+from utils.data import Loading, check_batch_size, make_batches
+from utils.execution import Execution
+from utils.model_spec import ModelSpec
+from utils.trainer import Trainer, plan_phases
+from utils.train_state import TrainState
+
+#: Where and how fast a run executes, not what it computes: a resume may change these.
+RUNTIME_SETTINGS = ("device", "workers", "cache", "cache_dir", "compile", "resume")
+
+
+@dataclass
+class Run:
+    """A run about to start: its settings, its folder and, when resumed, its checkpoint."""
+
+    cfg: Any
+    run_dir: Path
+    resume: dict[str, Any] | None = None
+    named: bool = True  #: the folder name was given (else a time stamp, made unique)
+
+
+def resolve_run(cfg, explicit=frozenset()) -> Run:
+    """A fresh run of ``cfg``, or the run ``cfg.resume`` continues.
+
+    A resumed run keeps the settings it was started with; of those given in ``explicit``,
+    runtime ones override them and any other that disagrees is an error, not ignored.
+    """
+    if not cfg.resume:
+        name = cfg.run_name or f"{cfg.backbone}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = Path(cfg.save_dir) / name
+        if cfg.run_name:
+            _check_free(run_dir)  # early, before minutes of set-up; claimed atomically later
+        return Run(cfg, run_dir, named=bool(cfg.run_name))
+    ckpt = load_checkpoint(cfg.resume)
+    run_dir = Path(cfg.resume).parent
+    if "config" not in ckpt or not isinstance(ckpt["config"], dict):
+        raise UserError(f"{cfg.resume}: not a training checkpoint (no saved config)")
+    if not (_inside(run_dir, cfg.save_dir) or (run_dir / "config.json").is_file()):
+        # The run writes its logs next to the checkpoint: never into a random folder.
+        raise UserError(f"{cfg.resume}: --resume continues a run in its folder under "
+                        f"{cfg.save_dir}/, and {run_dir} is not a run folder; start a new "
+                        "run from it with --model-path")
+    saved = from_dict(type(cfg), ckpt["config"], source=cfg.resume)
+    changed = [f"--{n.replace('_', '-')} {getattr(cfg, n)} (the run has {getattr(saved, n)})"
+               for n in sorted(explicit) if n not in RUNTIME_SETTINGS
+               and getattr(cfg, n) != getattr(saved, n)]
+    if changed:
+        raise UserError(f"{cfg.resume}: a resumed run keeps its settings: "
+                        f"{', '.join(changed)}; start a new run from it with --model-path")
+    resumed = dataclasses.replace(saved, **{n: getattr(cfg, n) for n in explicit
+                                            if n in RUNTIME_SETTINGS})
+    state = TrainState.from_checkpoint(ckpt, cfg.resume)
+    if state.epoch >= resumed.epochs:
+        raise UserError(f"{cfg.resume}: the run already finished all {resumed.epochs} epochs")
+    return Run(resumed, run_dir, ckpt)
+
+
+def start_training(run: Run) -> Trainer:
+    """Build everything ``run`` trains with, claim its folder, return its trainer."""
+    cfg = run.cfg
+    dist, device = distributed.setup(cfg.device)
+    classes = read_classes(cfg.classes_path)
+    if run.resume is not None:
+        spec = ModelSpec.from_dict(run.resume, source=cfg.resume)
+        if list(spec.classes) != classes:
+            raise UserError(f"cannot resume: the checkpoint's {spec.num_classes} classes "
+                            f"differ from {cfg.classes_path} ({len(classes)} classes)")
+        state = TrainState.from_checkpoint(run.resume, cfg.resume)
+    else:
+        spec = ModelSpec.create(cfg.backbone, classes, cfg.input_shape,
+                                **{f: getattr(cfg, f) for f in _arch_fields() if hasattr(cfg, f)})
+        state = TrainState()
+
+    train_samples = read_annotation(cfg.train_annotation, spec.num_classes)
+    for phase in plan_phases(cfg):
+        flag = "--freeze-batch-size" if phase.name == "freeze" else "--batch-size"
+        check_batch_size(phase.batch_size, train_samples, cfg.train_annotation, flag,
+                         dist.world_size)
+    val_samples = read_annotation(cfg.test_annotation, spec.num_classes)
+
+    torch.manual_seed(cfg.seed)
+    model = spec.build(pretrained=cfg.pretrained and run.resume is None)
+    if run.resume is not None:
+        model.load_state_dict(read_weights(cfg.resume))
+    elif cfg.model_path:
+        transfer_from_file(model, cfg.model_path, spec.backbone)
+    if cfg.sync_bn and dist.enabled:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    execution = Execution.create(spec, device, cfg.amp, cfg.channels_last)
+    model = execution.prepare(model)
+    loading = Loading(cfg.workers, cfg.cache_dir if cfg.cache else None)
+    val_batches = make_batches(val_samples, spec.geometry, cfg.eval_batch_size, train=False,
+                               device=device, source=cfg.test_annotation, loading=loading,
+                               dist=dist)
+
+    if dist.is_main:  # folders are made only once the run is known to start
+        run_dir = _open_run_dir(run)
+        print(f"run folder: {run_dir}")
+    else:
+        run_dir = run.run_dir
+    return Trainer(cfg, spec, model, execution, train_samples, val_batches, state, run_dir,
+                   dist)
+
+
+def _arch_fields() -> list[str]:
+    return [f.name for f in dataclasses.fields(ModelSpec) if f.metadata.get("arch")]
+
+
+def _inside(path: Path, folder: str | os.PathLike) -> bool:
+    return Path(folder).resolve() in path.resolve().parents
+
+
+def _check_free(run_dir: Path) -> None:
+    """A clear error when ``run_dir`` already holds anything."""
+    try:
+        entries = sorted(p.name for p in run_dir.iterdir())
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        raise UserError(f"{run_dir} is a file, not a run folder: pick another --run-name") \
+            from None
+    except OSError as exc:
+        raise UserError(f"cannot use run folder {run_dir}: {exc.strerror or exc}") from None
+    if not entries:
+        return
+    if "last.pth" in entries:
+        way_out = f"--resume {run_dir / 'last.pth'}"
+    else:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        way_out = f"move its files ({shown}) elsewhere"
+    raise UserError(f"{run_dir} already holds a run: pick another --run-name, or {way_out}")
+
+
+def _open_run_dir(run: Run) -> Path:
+    """Claim a fresh run's folder, or reopen a resumed one; write the run's config.json.
+
+    A time-stamped default name taken by a run started in the same second becomes
+    ``<name>-2``, ``-3``, ...; a name the user chose is never changed behind their back.
+    """
+    config = json.dumps(to_dict(run.cfg), indent=2) + "\n"
+    if run.resume is not None:
+        for stale in run.run_dir.glob(".*.tmp"):  # writes torn by a killed run of ours
+            stale.unlink()
+        _write_text(run.run_dir / "config.json", config)
+        return run.run_dir
+    name = run.run_dir.name
+    candidates = [run.run_dir] if run.named else [
+        run.run_dir, *(run.run_dir.with_name(f"{name}-{i}") for i in range(2, 100))]
+    for run_dir in candidates:
+        if _claim(run_dir, config):
+            return run_dir
+    _check_free(run.run_dir)  # says what is in it
+    raise UserError(f"{run.run_dir} was just claimed by another run: pick another --run-name")
+
+
+def _claim(run_dir: Path, config: str) -> bool:
+    """Make ``run_dir`` this run's by creating its config.json exclusively; False when the
+    folder is taken (by files, or by a run that got there first)."""
+    try:
+        if run_dir.is_dir() and any(run_dir.iterdir()):
+            return False
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "config.json", "x", encoding="utf-8") as f:
+            f.write(config)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise UserError(f"cannot create run folder {run_dir}: {exc.strerror or exc}") from None
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
