@@ -22,9 +22,14 @@ from utils.cli import UserError, user_errors
 from utils.preprocess import Geometry
 
 
-def arch(default, help: str):
-    """A field that is an argument of the network's builder (``nets.get_model(**kwargs)``)."""
-    return field(default=default, metadata={"arch": True, "help": help})
+def arch(default, help: str, kind: type | None = None):
+    """A field that is an argument of the network's builder (``nets.get_model(**kwargs)``).
+
+    ``kind`` (int or float; by default the default's type) is what a saved value must be;
+    its range is the network's to check.  A ``None`` default means "the network's own".
+    """
+    return field(default=default,
+                 metadata={"arch": True, "help": help, "kind": kind or type(default)})
 
 
 @dataclass(frozen=True)
@@ -136,11 +141,10 @@ class ModelSpec:
             raise bad("crop_fraction", "a number in (0, 1]")
         for f in dataclasses.fields(cls):
             if f.metadata.get("arch") and values.get(f.name) is not None:
-                value = values[f.name]
-                kind = type(f.default)
-                number = _numbers([value], 1, kind)
-                if number is None or number[0] <= 0:
-                    raise bad(f.name, f"a positive {'whole ' if kind is int else ''}number")
+                kind = f.metadata["kind"]
+                number = _numbers([values[f.name]], 1, kind)
+                if number is None:
+                    raise bad(f.name, "a whole number" if kind is int else "a number")
                 kwargs[f.name] = number[0]
         if kwargs.get("in_channels", 3) != 3:
             raise bad("in_channels", "3 (images are read as RGB)")
