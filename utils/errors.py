@@ -29,7 +29,7 @@ from utils.plots import plot_top_losses
 
 #: Columns of ``errors.csv``; ``true`` and ``predicted`` are class names.
 ERRORS_COLUMNS = ("path", "true", "predicted", "confidence", "loss")
-#: Images larger than this (either side) are shrunk before they are drawn in a grid.
+#: Longer side (px) of the images drawn in the top-losses grid.
 THUMBNAIL = 256
 
 
@@ -128,19 +128,28 @@ def write_top_losses(errors: Sequence[Prediction], classes: Sequence[str],
     maps = list(heatmaps)[:len(errors)] if heatmaps is not None else [None] * len(errors)
     tiles = []
     for source, heat in zip(sources, maps):
-        tile = _tile(source)
+        tile = thumbnail(source, THUMBNAIL)
         tiles.append(tile if heat is None else overlay(tile, heat))
     plot_top_losses(tiles, classes, [e.true for e in errors], [e.predicted for e in errors],
                     [e.confidence for e in errors], path)
 
 
-def _tile(source) -> np.ndarray:
-    """An image source as an (H, W, 3) uint8 array no larger than :data:`THUMBNAIL`."""
+def thumbnail(source, side: int, enlarge: bool = False) -> np.ndarray:
+    """An image source as an (H, W, 3) uint8 array whose longer side is at most ``side``
+    (exactly ``side`` with ``enlarge``, for tiny inputs such as 32x32 images).
+
+    ``source`` is a path, a PIL image, an (H, W, 3) array or a (3, H, W) tensor.  A file
+    that can no longer be read gives a plain grey square rather than an error: the analysis
+    of a finished evaluation should not fail on an image deleted since.
+    """
     if isinstance(source, (str, os.PathLike)):
         try:
             source = load_image(source)
-        except ImageError:  # gone or broken since it was scored: a grey tile, not a crash
-            return np.full((32, 32, 3), 200, dtype=np.uint8)
+        except ImageError:
+            return np.full((side, side, 3), 210, dtype=np.uint8)
     image = Image.fromarray(as_rgb_array(source))
-    image.thumbnail((THUMBNAIL, THUMBNAIL))
+    scale = side / max(image.size)
+    if scale < 1 or enlarge:
+        image = image.resize((max(1, round(image.width * scale)),
+                              max(1, round(image.height * scale))), Image.BICUBIC)
     return np.asarray(image)

@@ -133,14 +133,14 @@ def plot_confusion(matrix, classes: Sequence[str], path: str | os.PathLike,
             for i, j in zip(*np.nonzero(counts)):
                 # Out of the layout: the cells cannot overflow, and measuring
                 # hundreds of texts for it would dominate the drawing time.
-                ax.text(j, i, f"{counts[i, j]}\n{_percent(share[i, j])}", ha="center",
+                ax.text(j, i, f"{counts[i, j]}\n{whole_percent(share[i, j])}", ha="center",
                         va="center", fontsize=font, linespacing=1.1, in_layout=False,
                         color="white" if share[i, j] > 0.5 else "black")
         labels.explain(fig)
         _save(fig, path)
 
 
-def _percent(fraction: float) -> str:
+def whole_percent(fraction: float) -> str:
     """Whole percent of a non-empty cell, never rounded to a misleading 0% or 100%."""
     text = f"{fraction:.0%}"
     if text == "0%":
