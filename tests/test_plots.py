@@ -105,3 +105,16 @@ def test_confusion_cells_show_count_and_row_percent_title_accuracy(monkeypatch, 
     assert cells == {"50\n91%", "3\n5%", "2\n4%", "10\n20%", "35\n70%", "5\n10%", "1\n<1%",
                      "199\n>99%"}
     assert "accuracy 93.11% (284/305)" in ax.get_title()  # 284 on the diagonal of 305
+
+
+def test_dollar_signs_in_names_are_text_not_maths(monkeypatch, tmp_path):
+    classes = ["$5 off$", r"$\notacommand$"]  # mathtext would fail on the second
+    drawn = {}
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (drawn.update(
+        {Path(path).name: [t.get_text() for t in fig.axes[0].get_xticklabels()]}),
+        save(fig, path)))
+    plot_confusion(np.eye(2, dtype=int), classes, tmp_path / "cm.png")
+    plot_per_class([1.0, 1.0], classes, tmp_path / "recall.png", "recall")
+    assert drawn == {"cm.png": classes, "recall.png": classes}
+    png_size(tmp_path / "cm.png")

@@ -37,7 +37,7 @@ class Fonts:
         self.families = [font_manager.get_font(path).family_name]
         self._covered = set(_charmap(path))
         missing = {c for text in texts for c in _glyph_chars(text)} - self._covered
-        for family, charmap in _candidates():
+        for family, charmap in _candidates() if missing else ():
             if not missing:
                 break
             if missing & charmap and family not in self.families:

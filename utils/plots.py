@@ -51,13 +51,13 @@ def plot_curves(rows: Sequence[Mapping[str, float]], out_dir: str | os.PathLike,
     out_dir = Path(out_dir)
     fonts = Fonts([run_name or ""])
     for name, what, keys, ylabel, scale in _CURVES:
-        with matplotlib.rc_context(fonts.rc()):
-            fig = curve_figure(rows, keys, ylabel, scale, best_epoch,
+        with _drawing(fonts):
+            fig = _curve_figure(rows, keys, ylabel, scale, best_epoch,
                                title=f"{fonts.clean(run_name)}: {what}" if run_name else what)
             _save(fig, out_dir / name)
 
 
-def curve_figure(rows: Sequence[Mapping[str, float]], keys: Sequence[str], ylabel: str,
+def _curve_figure(rows: Sequence[Mapping[str, float]], keys: Sequence[str], ylabel: str,
                  scale: float = 1.0, best_epoch: int | None = None,
                  title: str | None = None) -> Figure:
     """One figure of :func:`plot_curves`: the ``keys`` columns of ``rows`` against the epoch."""
@@ -112,7 +112,7 @@ def plot_confusion(matrix, classes: Sequence[str], path: str | os.PathLike,
     accuracy = f"accuracy {correct / total:.2%} ({correct}/{total})" if total else "no images"
 
     labels = _ClassLabels(classes if n <= MAX_LABELLED else (), title)
-    with matplotlib.rc_context(labels.fonts.rc()):
+    with _drawing(labels.fonts):
         side = min(max(6.0, 0.35 * n + 2.5), _MAX_INCHES)
         fig = Figure(figsize=(side + 1.2, side), layout="constrained")
         ax = fig.add_subplot()
@@ -154,7 +154,7 @@ def plot_per_class(values: Sequence[float], classes: Sequence[str], path: str | 
     values = np.asarray(values, dtype=np.float64) * 100
     n = len(classes)
     labels = _ClassLabels(classes if n <= MAX_LABELLED else (), title)
-    with matplotlib.rc_context(labels.fonts.rc()):
+    with _drawing(labels.fonts):
         width = min(max(6.0, 0.25 * n + 2.0), _MAX_INCHES)
         fig = Figure(figsize=(width, 4.5), layout="constrained")
         ax = fig.add_subplot()
@@ -184,7 +184,7 @@ def plot_top_losses(images: Sequence[np.ndarray], classes: Sequence[str],
     there were no errors, so a report can always link it.
     """
     labels = _ClassLabels(classes, title)
-    with matplotlib.rc_context(labels.fonts.rc()):
+    with _drawing(labels.fonts):
         count = len(images)
         cols = max(1, min(columns, count))
         rows = max(1, -(-count // cols))
@@ -200,6 +200,11 @@ def plot_top_losses(images: Sequence[np.ndarray], classes: Sequence[str],
             ax.set_axis_off()
         labels.explain(fig)
         _save(fig, path)
+
+
+def _drawing(fonts: Fonts):
+    """Settings for drawing user text: ``fonts``, and no maths (``$`` is a dollar sign)."""
+    return matplotlib.rc_context({**fonts.rc(), "text.parse_math": False})
 
 
 class _ClassLabels:
