@@ -56,12 +56,12 @@ class Report:
     # ------------------------------------------------------------------ sections
     def add_settings(self, settings: Mapping[str, Any], heading: str = "Plan and settings",
                      plan: str | None = None) -> None:
-        """A two-column table of ``settings`` (nested mappings flattened as ``a.b``),
-        preceded by ``plan`` (printed text, kept as it is) when given."""
-        rows = "".join(f"<tr><th>{_e(key)}</th><td>{_e(_format_value(value))}</td></tr>"
-                       for key, value in _flatten(settings))
+        """Every setting as name and value (nested mappings flattened as ``a.b``), in as
+        many columns as fit, preceded by ``plan`` (printed text, kept as it is) when given."""
+        items = "".join(f"<div><dt>{_e(key)}</dt><dd>{_e(_format_value(value))}</dd></div>"
+                        for key, value in _flatten(settings))
         body = f"<pre class='plan'>{_e(plan)}</pre>" if plan else ""
-        self._add(heading, body + f"<table class='settings'>{rows}</table>")
+        self._add(heading, body + f"<dl class='settings'>{items}</dl>")
 
     def add_results(self, metrics: Mapping[str, Any], heading: str = "Test results") -> None:
         """Headline figures as cards, from a ``metrics.json``-style dict.
@@ -266,7 +266,7 @@ def _format_value(value: Any) -> str:
         return f"{value:.6g}"
     if isinstance(value, (list, tuple)):
         return ", ".join(map(_format_value, value))
-    return "—" if value is None else str(value)
+    return "—" if value is None or value == "" else str(value)
 
 
 def _as_array(matrix) -> np.ndarray:
@@ -317,9 +317,13 @@ th, td { padding:5px 10px; border-bottom:1px solid var(--line); text-align:left;
          vertical-align:middle; }
 th { font-weight:600; }
 td.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
-table.settings th { font-weight:500; color:var(--muted); white-space:nowrap; }
-table.settings td { overflow-wrap:anywhere; font-family:ui-monospace,"SFMono-Regular",Menlo,
-                    Consolas,monospace; font-size:13px; }
+dl.settings { display:grid; grid-template-columns:repeat(auto-fill,minmax(330px,1fr));
+              column-gap:32px; margin:0; }
+dl.settings div { display:flex; justify-content:space-between; gap:16px; padding:4px 2px;
+                  border-bottom:1px solid var(--line); }
+dl.settings dt { color:var(--muted); }
+dl.settings dd { margin:0; text-align:right; overflow-wrap:anywhere; font-size:13px;
+                 font-family:ui-monospace,"SFMono-Regular",Menlo,Consolas,monospace; }
 .scroll { overflow-x:auto; }
 table.cm td { text-align:center; min-width:44px; height:40px; padding:2px 3px;
               border:1px solid #fff; font-size:13px; line-height:1.1;
