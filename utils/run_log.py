@@ -42,8 +42,8 @@ class RunLog:
             writer.writerows(self.rows)
         os.replace(tmp, self.csv_path)
 
-    def log_epoch(self, row: dict) -> None:
-        """Record one finished epoch everywhere."""
+    def log_epoch(self, row: dict, best_epoch: int | None = None) -> None:
+        """Record one finished epoch everywhere; ``best_epoch`` (of ``best.pth``) is marked."""
         row = {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
         self.rows.append(row)
         with open(self.csv_path, "a", newline="") as f:
@@ -56,7 +56,7 @@ class RunLog:
             self.writer.add_scalar(tag, float(row[key]), epoch)
         self.writer.flush()
         plot_curves([{k: float(v) for k, v in r.items() if k != "phase"} for r in self.rows],
-                    self.run_dir)
+                    self.run_dir, run_name=self.run_dir.name, best_epoch=best_epoch)
 
     def close(self) -> None:
         self.writer.close()
