@@ -21,9 +21,10 @@ import json
 import time
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
-from utils.annotation import ANNOTATION_FILES, read_annotation
+from utils.annotation import ANNOTATION_FILES, DEFAULT_CLASSES, read_annotation, read_classes
 from utils.classifier import Classifier
 from utils.cli import ArgumentParser, UserError, default_workers, run
 from utils.data import Loading, make_batches, one_by_one_batches
@@ -97,9 +98,13 @@ def main(argv=None) -> int:
     classifier = load_from_args(args, amp=args.amp,
                                 channels_last=args.channels_last and not args.one_by_one)
     num_classes = len(classifier.classes)
+    classes_file = args.classes or DEFAULT_CLASSES
+    dataset_classes = read_classes(classes_file)
+    to_model = torch.tensor(classifier.label_map(dataset_classes, classes_file))
 
     start = time.perf_counter()
-    samples = read_annotation(args.annotation, num_classes)
+    samples = [(int(to_model[label]), path)
+               for label, path in read_annotation(args.annotation, dataset_classes)]
     if args.one_by_one:
         batches = one_by_one_batches(samples, classifier.spec.geometry)
         total = len(samples)

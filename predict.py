@@ -20,6 +20,7 @@ import sys
 import time
 from typing import Iterable, Iterator
 
+from utils.annotation import read_classes
 from utils.classifier import Classifier
 from utils.cli import ArgumentParser, UserError, run, warn
 from utils.image import is_image_file, load_or_warn
@@ -145,6 +146,8 @@ def export(classifier: Classifier, path: str) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     classifier = load_from_args(args)
+    if args.classes:  # asked for: the model's names must be these (they name the output)
+        classifier.label_map(read_classes(args.classes), args.classes)
     if args.export_onnx:
         export(classifier, args.export_onnx)
         if not args.paths:

@@ -32,8 +32,11 @@ class TrainConfig:
     """Everything a run depends on. Defaults: a strong recipe for CIFAR-10 at 32x32."""
 
     # --- data
-    train_annotation: str = _opt(ANNOTATION_FILES["train"], "annotation file of the training images")
-    test_annotation: str = _opt(ANNOTATION_FILES["test"], "annotation file evaluated every epoch")
+    train_annotation: str = _opt(ANNOTATION_FILES["train"], "the images to learn from")
+    val_annotation: str = _opt(ANNOTATION_FILES["val"], "scored every epoch: best.pth is the "
+                               "best epoch here (an empty file: best.pth is the last epoch)")
+    test_annotation: str = _opt(ANNOTATION_FILES["test"], "scored once at the end with best.pth: "
+                                "the run's reported figure (results.json)")
     classes_path: str = _opt(DEFAULT_CLASSES, "class names, one per line")
     input_shape: tuple[int, int] = _opt((32, 32), "network input height and width")
     # --- model
@@ -57,6 +60,8 @@ class TrainConfig:
     step_epochs: int = _opt(30, "step schedule: epochs between decays")
     step_gamma: float = _opt(0.1, "step schedule: decay factor")
     label_smoothing: float = _opt(0.1, "label smoothing of the cross-entropy loss")
+    class_weights: str = _opt("none", "auto: weigh each class's loss by its inverse frequency "
+                              "(mean 1), for imbalanced data", ("none", "auto"))
     augment: str = _opt("none", "extra augmentation policy (crop and flip always on)",
                         augment.POLICIES)
     cutout: float = _opt(0.0, "side of a grey square hiding part of each training image, "

@@ -4,9 +4,11 @@
     python txt_annotation.py --cifar10            # export CIFAR-10 into datasets/ first
     python txt_annotation.py --from photos.zip    # import a folder or an archive first
 
-Reads datasets/train/<class>/ and datasets/test/<class>/, checks that every image decodes,
-and writes model_data/cls_classes.txt, cls_train.txt and cls_test.txt.  An existing dataset
-is never replaced without --force.
+Reads datasets/train/<class>/ (and, when present, datasets/val/<class>/ and
+datasets/test/<class>/), checks that every image decodes, and writes
+model_data/cls_classes.txt, cls_train.txt, cls_val.txt and cls_test.txt.  A split without a
+folder of its own is held out of train/, a fraction of each class, the same on every run.
+An existing dataset is never replaced without --force.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from utils import cifar10
 from utils.annotation import DEFAULT_CLASSES, prepare_annotations
+from utils.splits import MAX_FRACTION
 from utils.cli import ArgumentParser, UserError, default_workers, run
 from utils.dataset_import import has_dataset, import_dataset
 
@@ -30,7 +33,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--classes", default=DEFAULT_CLASSES, metavar="FILE",
                         help="class list to write (default: %(default)s)")
     parser.add_argument("--out-dir", default=".", metavar="DIR",
-                        help="folder for cls_train.txt and cls_test.txt (default: %(default)s)")
+                        help="folder for cls_train.txt, cls_val.txt and cls_test.txt "
+                             "(default: %(default)s)")
+    parser.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
+                        help="without a val/ folder: the share of each train class held out "
+                             "to pick the best epoch (0 to 0.5; default: %(default)s)")
+    parser.add_argument("--test-fraction", type=float, default=0.1, metavar="F",
+                        help="without a test/ folder: the share of each train class held out "
+                             "for the final score (0 to 0.5; default: %(default)s)")
+    parser.add_argument("--split-seed", type=int, default=0, metavar="N",
+                        help="seed of the held-out choice (default: %(default)s)")
     parser.add_argument("--cifar10", action="store_true",
                         help="export CIFAR-10 into the dataset folder first, downloading the "
                              "official archive into the class list's folder if needed")
@@ -48,6 +60,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.workers < 0:
         parser.error("--workers must be 0 or more")
+    for flag in ("val_fraction", "test_fraction"):
+        if not 0 <= getattr(args, flag) <= MAX_FRACTION:
+            parser.error(f"--{flag.replace('_', '-')} must be between 0 and {MAX_FRACTION}")
     args.cifar10 = args.cifar10 or args.cifar10_archive is not None
     if args.cifar10 and args.source:
         parser.error("--cifar10 and --from are alternatives: give one")
@@ -70,7 +85,8 @@ def main(argv: list[str] | None = None) -> None:
                        replace=args.force, workers=args.workers)
     elif args.source:
         import_dataset(args.source, datasets, replace=args.force)
-    prepare_annotations(datasets, args.classes, args.out_dir, args.workers)
+    prepare_annotations(datasets, args.classes, args.out_dir, args.workers,
+                        args.val_fraction, args.test_fraction, args.split_seed)
 
 
 if __name__ == "__main__":

@@ -88,13 +88,9 @@ def test_missing_annotation_file(stub_project):
 def trained_project(tmp_path_factory):
     """A real train.py run: 2 epochs of a tiny MobileNetV2 on 3 colour classes."""
     root = tmp_path_factory.mktemp("trained")
-    classes = ["blue", "green", "red"]
-    make_dataset(root, classes=classes, train=16, test=5)
-    write_classes(root / "model_data" / "cls_classes.txt", classes)
-    for split in ("train", "test"):
-        write_annotation(root / f"cls_{split}.txt",
-                         [(label, str(path)) for label, name in enumerate(classes)
-                          for path in sorted((root / "datasets" / split / name).iterdir())])
+    make_dataset(root, classes=["blue", "green", "red"], train=16, test=5)
+    result = run_script("txt_annotation.py", "--workers", "0", cwd=root)
+    assert result.returncode == 0, result.stderr
     result = run_script("train.py", "--backbone", "mobilenetv2", "--width-mult", "0.25",
                         "--input-shape", "16", "16", "--epochs", "2", "--batch-size", "8",
                         "--eval-batch-size", "4", "--workers", "0", "--device", "cpu",
@@ -110,10 +106,11 @@ def test_top1_equals_the_top1_recorded_by_training(trained_project, monkeypatch)
         logged = {int(r["epoch"]): r for r in csv.DictReader(f)}[best["epoch"]]
     # Default --model: the best checkpoint of the latest run.  A batch size other than
     # training's must not matter.
-    assert eval_script.main(["--batch-size", "7", "--workers", "0"]) == 0
+    assert eval_script.main(["--annotation", "cls_val.txt", "--batch-size", "7",
+                             "--workers", "0"]) == 0
     metrics = json.loads(Path("metrics_out/metrics.json").read_text())
     assert metrics["model"] == str(Path("logs/run/best.pth"))
-    assert metrics["images"] == 15
+    assert metrics["images"] == 6  # 2 of each class's 16 held out of train/ for validation
     assert metrics["top1"] == best["top1"]
     # The CSV keeps 6 significant digits.  The loss moves with any change of pixels, so it
     # agreeing too shows both ran the same preprocessing, not just the same argmax.

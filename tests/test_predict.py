@@ -192,15 +192,22 @@ def test_checkpoint_contradicting_the_flags_is_refused(in_project):
         predict.main([image("red", 0), "--input-shape", "32", "32"])
 
 
-def test_class_list_mismatch_is_warned_and_the_checkpoint_classes_used(project, tmp_path,
-                                                                      monkeypatch, capsys):
+def test_a_checkpoint_names_its_own_classes_and_a_given_class_list_must_match(
+        project, tmp_path, monkeypatch, capsys):
+    """The old behaviour warned when model_data/cls_classes.txt differed; the names printed
+    always come from the model, so another project's class list is no reason to warn, but a
+    --classes file the user gives is a claim about the model, checked by name."""
     monkeypatch.chdir(tmp_path)
     write_classes(tmp_path / "model_data" / "cls_classes.txt", ["cat", "dog", "frog"])
     results = run_json(project / image("red", 0), "--model", project / "logs/run1/best.pth")
     assert {p["class"] for p in results[0]["predictions"]} == set(CLASSES)
-    err = capsys.readouterr().err
-    assert "warning:" in err and "differ from model_data/cls_classes.txt" in err
-    assert "'blue'" in err and "'cat'" in err
+    assert capsys.readouterr().err == ""
+    write_classes(tmp_path / "same.txt", ["red", "blue", "green"])  # the same names, reordered
+    assert run_json(project / image("red", 0), "--model", project / "logs/run1/best.pth",
+                    "--classes", "same.txt") == results
+    with pytest.raises(UserError, match=r"class names differ: .*'cat'.*'blue'"):
+        run_json(project / image("red", 0), "--model", project / "logs/run1/best.pth",
+                 "--classes", "model_data/cls_classes.txt")
 
 
 def test_default_model_is_best_of_the_most_recent_run(tmp_path, monkeypatch):

@@ -1,10 +1,18 @@
 """Annotation files: the class list and the ``<class_id>;<path>`` image lists.
 
-``txt_annotation.py`` writes three files from ``datasets/{train,test}/<class>/``:
+``txt_annotation.py`` writes four files from ``datasets/{train,val,test}/<class>/``:
 
 * ``model_data/cls_classes.txt``: the sorted train class folder names, one per line;
   line *i* is the name of class id *i*;
-* ``cls_train.txt`` / ``cls_test.txt``: one ``<class_id>;<path>`` line per usable image.
+* ``cls_train.txt`` / ``cls_val.txt`` / ``cls_test.txt``: one ``<class_id>;<path>`` line per
+  usable image.  Training learns from the first, picks its best epoch on the second, and
+  reports the third once, at the end.  Without a ``val/`` (or ``test/``) folder, that set is
+  carved out of ``train/`` (:mod:`utils.splits`).
+
+The four files are one unit: each list starts with a comment line holding the fingerprint
+of the class list it was written for (``# classes: 10, fingerprint 3f2a9c1b7d4e``), and
+reading a list against another class list is an error, so ids can never silently point at
+the wrong names.  Lists without that line (written by hand) are still read.
 
 Paths are written relative to the folder holding the annotation file (the project root by
 default) when the image lies inside it, with ``/`` separators, so a project folder can be
@@ -17,8 +25,10 @@ take seconds.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +37,19 @@ from typing import Iterable, Iterator, Sequence
 import PIL
 from tqdm import tqdm
 
+from utils import splits
 from utils.cli import UserError, warn
+from utils.fileio import write_atomic
 from utils.image import IMAGE_EXTENSIONS, image_problem, is_image_file, pixel_limit
 
 DEFAULT_CLASSES = "model_data/cls_classes.txt"
 #: The annotation file of each split, as txt_annotation.py writes them (in the project root).
-ANNOTATION_FILES = {"train": "cls_train.txt", "test": "cls_test.txt"}
+ANNOTATION_FILES = {"train": "cls_train.txt", "val": "cls_val.txt", "test": "cls_test.txt"}
+SPLITS = tuple(ANNOTATION_FILES)
+#: Largest / smallest training class above which the import suggests class weights.
+IMBALANCE_WARNING = 3.0
 _HINT = "run `python txt_annotation.py` first"
+_FINGERPRINT = re.compile(r"^# classes: (\d+), fingerprint ([0-9a-f]{12})$")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -49,18 +65,31 @@ def read_classes(path: str | os.PathLike = DEFAULT_CLASSES) -> list[str]:
     return classes
 
 
-def read_annotation(path: str | os.PathLike,
-                    num_classes: int | None = None) -> list[tuple[int, str]]:
+def class_fingerprint(classes: Sequence[str]) -> str:
+    """A short hash of a class list, in order: what an annotation file was written for."""
+    return hashlib.sha1("\n".join(classes).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+def read_annotation(path: str | os.PathLike, classes: Sequence[str] | None = None, *,
+                    allow_empty: bool = False) -> list[tuple[int, str]]:
     """``(class_id, image_path)`` pairs from an annotation file, in file order.
 
     Relative image paths are resolved against the annotation file's folder.  With
-    ``num_classes`` given, a class id outside ``[0, num_classes)`` is an error (a list written
-    for another class list).
+    ``classes`` given, a file written for another class list (its fingerprint line) or a
+    class id outside the list is an error.  An empty list is an error unless
+    ``allow_empty`` (a validation set of fraction 0).
     """
     text = _read_text(path, "annotation file")
     base = os.path.dirname(os.fspath(path))
     samples = []
     for lineno, line in enumerate(text.splitlines(), start=1):
+        if line.startswith("#"):
+            written_for = _FINGERPRINT.match(line)
+            if written_for and classes is not None \
+                    and written_for[2] != class_fingerprint(classes):
+                raise UserError(f"{path} was written for another class list ({written_for[1]} "
+                                f"classes) than the {len(classes)} given: {_HINT} again")
+            continue
         if not line.strip():
             continue
         # Split at the first ';' only: the label never holds one, a file name may.
@@ -69,11 +98,11 @@ def read_annotation(path: str | os.PathLike,
             raise UserError(f"{path}:{lineno}: malformed line {line[:80]!r}, expected "
                             f"<class_id>;<path> ({_HINT} to rewrite it)")
         class_id = int(label)
-        if num_classes is not None and class_id >= num_classes:
+        if classes is not None and class_id >= len(classes):
             raise UserError(f"{path}:{lineno}: class id {class_id} is out of range for "
-                            f"{num_classes} classes (stale annotations? {_HINT})")
+                            f"{len(classes)} classes (stale annotations? {_HINT})")
         samples.append((class_id, os.path.join(base, image)))
-    if not samples:
+    if not samples and not allow_empty:
         raise UserError(f"annotation file {path} lists no images: {_HINT}")
     return samples
 
@@ -104,35 +133,29 @@ def write_classes(path: str | os.PathLike, classes: Sequence[str]) -> bool:
     return _write_if_changed(Path(path), "".join(f"{name}\n" for name in classes))
 
 
-def write_annotation(path: str | os.PathLike, samples: Iterable[tuple[int, str]]) -> bool:
-    """Write ``<class_id>;<path>`` lines; returns False when the file was already identical."""
+def write_annotation(path: str | os.PathLike, samples: Iterable[tuple[int, str]],
+                     classes: Sequence[str] | None = None) -> bool:
+    """Write ``<class_id>;<path>`` lines, after the fingerprint line of ``classes`` when
+    given; returns False when the file was already identical."""
     path = Path(path)
     base = os.path.abspath(path.parent)
-    text = "".join(f"{label};{annotation_path(image, base)}\n" for label, image in samples)
+    header = (f"# classes: {len(classes)}, fingerprint {class_fingerprint(classes)}\n"
+              if classes is not None else "")
+    text = header + "".join(f"{label};{annotation_path(image, base)}\n"
+                            for label, image in samples)
     return _write_if_changed(path, text)
 
 
 def _write_if_changed(path: Path, text: str) -> bool:
-    """:func:`_write_atomic` unless the file already holds ``text``; True if written."""
+    """:func:`~utils.fileio.write_atomic` unless the file already holds ``text``; True if
+    written."""
     try:
         if path.read_text(encoding="utf-8") == text:
             return False
     except (FileNotFoundError, UnicodeDecodeError):
         pass
-    _write_atomic(path, text)
+    write_atomic(path, text)
     return True
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file and a rename: readers see the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +228,7 @@ def check_images(paths: Sequence[str], workers: int = 1,
         verdicts[p] = reason
     if cache_file is not None:
         entries = {keys[p]: [*stamps[p], verdicts[p]] for p in paths if stamps[p]}
-        _write_atomic(Path(cache_file), json.dumps({"version": version, "files": entries}))
+        write_atomic(Path(cache_file), json.dumps({"version": version, "files": entries}))
     return {p: reason for p, reason in verdicts.items() if reason is not None}
 
 
@@ -251,30 +274,36 @@ def _read_cache(file: str | os.PathLike | None, version: str) -> dict[str, list]
 
 def prepare_annotations(datasets: str | os.PathLike = "datasets",
                         classes_file: str | os.PathLike = DEFAULT_CLASSES,
-                        out_dir: str | os.PathLike = ".", workers: int = 1) -> None:
-    """Scan ``datasets/{train,test}``, check every image, write the class list and the lists.
+                        out_dir: str | os.PathLike = ".", workers: int = 1,
+                        val_fraction: float = 0.1, test_fraction: float = 0.1,
+                        seed: int = 0) -> None:
+    """Scan ``datasets/{train,val,test}``, check every image, write the class list and lists.
 
-    Unusable images are skipped with one warning each (path + reason) and a count per class
-    is printed.  Files are only rewritten when their content changes, so a re-run on the same
-    data touches nothing.  Verdicts are cached in ``<out_dir>/.cache/`` to keep re-runs fast.
+    ``val/`` and ``test/`` are optional: a missing (or image-less) one is carved out of
+    ``train/``, ``val_fraction`` / ``test_fraction`` of each class (:mod:`utils.splits`,
+    stable across re-runs).  Unusable images are skipped with one warning each (path +
+    reason) and a count per class and split is printed, with the class imbalance.  Files
+    are only rewritten when their content changes, so a re-run on the same data touches
+    nothing.  Verdicts are cached in ``<out_dir>/.cache/`` to keep re-runs fast.
     """
     datasets, out_dir = Path(datasets), Path(out_dir)
-    splits = {split: datasets / split for split in ("train", "test")}
-    for folder in splits.values():
-        if not folder.is_dir():
-            raise UserError(f"{folder}/ not found: put images in {datasets}/train/<class>/ and "
-                            f"{datasets}/test/<class>/, or run `python txt_annotation.py "
-                            f"--cifar10` (or `--from PATH`)")
-    classes = find_classes(splits["train"])
+    train_dir = datasets / "train"
+    if not train_dir.is_dir():
+        raise UserError(f"{train_dir}/ not found: put images in {train_dir}/<class>/ (and "
+                        f"optionally {datasets}/val/<class>/ and {datasets}/test/<class>/), "
+                        "or run `python txt_annotation.py --cifar10` (or `--from PATH`)")
+    classes = find_classes(train_dir)
     if not classes:
-        raise UserError(f"{splits['train']}/ has no class folders: put each class's images "
-                        f"in {splits['train']}/<class>/")
-    scans = {split: scan_split(folder) for split, folder in splits.items()}
-    strays = sorted(set(scans["test"].images) - set(classes))
-    if strays:
-        raise UserError(f"test class {', '.join(map(repr, strays))} has no folder in "
-                        f"{splits['train']}/ (the class list comes from the train folders)")
-    ignored = scans["train"].ignored + scans["test"].ignored
+        raise UserError(f"{train_dir}/ has no class folders: put each class's images "
+                        f"in {train_dir}/<class>/")
+    folders = {split: datasets / split for split in SPLITS if (datasets / split).is_dir()}
+    scans = {split: scan_split(folder) for split, folder in folders.items()}
+    for split in ("val", "test"):
+        strays = sorted(set(scans.get(split, SplitScan()).images) - set(classes))
+        if strays:
+            raise UserError(f"{split} class {', '.join(map(repr, strays))} has no folder in "
+                            f"{train_dir}/ (the class list comes from the train folders)")
+    ignored = [path for scan in scans.values() for path in scan.ignored]
     if ignored:
         shown = ", ".join(ignored[:3]) + (", ..." if len(ignored) > 3 else "")
         warn(f"ignored {len(ignored)} file(s) without an image extension ({shown}); "
@@ -284,39 +313,91 @@ def prepare_annotations(datasets: str | os.PathLike = "datasets",
     problems = check_images(every, workers, cache_file=out_dir / ".cache" / "image-checks.json")
     for path, reason in problems.items():
         warn(f"skipped {path}: {reason}")
+    usable = {split: {name: [p for p in scan.images.get(name, []) if p not in problems]
+                      for name in classes} for split, scan in scans.items()}
+    skipped = {name: sum(p in problems for scan in scans.values()
+                         for p in scan.images.get(name, [])) for name in classes}
 
-    # counts[name] = [usable train, usable test, skipped]
-    counts = {name: [0, 0, 0] for name in classes}
-    samples: dict[str, list[tuple[int, str]]] = {split: [] for split in splits}
-    for column, split in enumerate(splits):
-        for class_id, name in enumerate(classes):
-            for path in scans[split].images.get(name, []):
-                if path in problems:
-                    counts[name][2] += 1
-                else:
-                    counts[name][column] += 1
-                    samples[split].append((class_id, path))
-    _print_counts(counts)
-    for column, folder in enumerate(splits.values()):
+    sources = {"train": f"{train_dir}/"}
+    carved = {}  # the held-out sets without images of their own, test first
+    for split, fraction in (("test", test_fraction), ("val", val_fraction)):
+        if not any(usable.get(split, {}).values()):
+            carved[split] = fraction
+            sources[split] = (f"{fraction:.0%} of each class of {train_dir}/ (no images in "
+                              f"{datasets / split}/; --{split}-fraction {fraction:g})"
+                              if fraction > 0 else f"none (no {datasets / split}/ and "
+                              f"--{split}-fraction 0)")
+            continue
+        sources[split] = f"{folders[split]}/"
         for name in classes:
-            if counts[name][column] == 0:
-                warn(f"class {name!r} has no usable images in {folder / name}/")
-    if not samples["train"]:
-        raise UserError(f"no usable training images in {splits['train']}/")
+            if split == "val" and (folders[split] / name).is_dir() and not usable[split][name]:
+                raise UserError(f"{folders[split] / name}/ has no usable images: add some, or "
+                                f"remove the folder to validate without {name!r}")
+    if carved:
+        for split in carved:
+            usable[split] = {}
+        for name in classes:
+            usable["train"][name], held = splits.carve(usable["train"][name], carved, seed,
+                                                       train_dir)
+            for split, paths in held.items():
+                usable[split][name] = paths
 
+    counts = {name: [len(usable[split][name]) for split in SPLITS] + [skipped[name]]
+              for name in classes}
+    _print_counts(counts)
+    for split in SPLITS:
+        print(f"{split:<5} images: {sources[split]}")
+    _warn_about_counts(counts, classes, train_dir, val_fraction)
+    if not any(usable["train"].values()):
+        raise UserError(f"no usable training images in {train_dir}/")
+
+    samples = {split: [(class_id, path) for class_id, name in enumerate(classes)
+                       for path in usable[split][name]] for split in SPLITS}
+    write_annotations(classes, samples, classes_file, out_dir)
+
+
+def write_annotations(classes: Sequence[str], samples: dict[str, list[tuple[int, str]]],
+                      classes_file: str | os.PathLike = DEFAULT_CLASSES,
+                      out_dir: str | os.PathLike = ".") -> None:
+    """Write the class list and every split's list, each list tied to the class list by its
+    fingerprint line; print what was written.
+
+    Everything that could fail has been checked before: only the disk can fail here, and a
+    list left from before then no longer matches the class list, which reading catches.
+    """
     outputs = [(Path(classes_file), write_classes(classes_file, classes), len(classes), "classes")]
-    for split in splits:
-        path = out_dir / ANNOTATION_FILES[split]
-        outputs.append((path, write_annotation(path, samples[split]), len(samples[split]),
-                        "images"))
+    for split in SPLITS:
+        path = Path(out_dir) / ANNOTATION_FILES[split]
+        outputs.append((path, write_annotation(path, samples[split], classes),
+                        len(samples[split]), "images"))
     for path, changed, count, noun in outputs:
         print(f"{path}: {count} {noun} ({'written' if changed else 'unchanged'})")
 
 
+def _warn_about_counts(counts: dict[str, list[int]], classes: Sequence[str], train_dir: Path,
+                       val_fraction: float) -> None:
+    """Empty classes, classes too small to validate, and class imbalance."""
+    for name in classes:
+        train, val, test, _ = counts[name]
+        if train == 0:
+            warn(f"class {name!r} has no usable training images in {train_dir / name}/")
+        elif train == 1 and val == 0 and val_fraction > 0:
+            warn(f"class {name!r} has 1 usable training image: kept for training, none held "
+                 "out to validate it (add images)")
+    trained = {name: counts[name][0] for name in classes if counts[name][0]}
+    if len(set(trained.values())) > 1:
+        largest, smallest = max(trained, key=trained.get), min(trained, key=trained.get)
+        ratio = trained[largest] / trained[smallest]
+        print(f"imbalance: {largest!r} has {ratio:.1f}x the training images of {smallest!r}")
+        if ratio >= IMBALANCE_WARNING:
+            warn(f"classes are imbalanced ({ratio:.1f}x): top-1 favours the large classes; "
+                 "watch mean recall, and consider `train.py --class-weights auto`")
+
+
 def _print_counts(counts: dict[str, list[int]]) -> None:
-    """The per-class table: usable train / test images and skipped files."""
+    """The per-class table: usable train / val / test images and skipped files."""
     width = max(len("class"), *map(len, counts))
     rows = [*counts.items(), ("total", [sum(column) for column in zip(*counts.values())])]
-    print(f"{'class':<{width}}  {'train':>7}  {'test':>7}  {'skipped':>7}")
-    for name, (train, test, skipped) in rows:
-        print(f"{name:<{width}}  {train:>7}  {test:>7}  {skipped:>7}")
+    print(f"{'class':<{width}}  " + "  ".join(f"{h:>7}" for h in (*SPLITS, "skipped")))
+    for name, numbers in rows:
+        print(f"{name:<{width}}  " + "  ".join(f"{n:>7}" for n in numbers))

@@ -13,7 +13,6 @@ was measured on, in the same precision.  Everything comes from the checkpoint's
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -21,7 +20,7 @@ from PIL import Image
 
 from utils import checkpoint as ckpt_io
 from utils.annotation import DEFAULT_CLASSES, read_classes
-from utils.cli import UserError, warn
+from utils.cli import UserError
 from utils.execution import Execution
 from utils.model_spec import ModelSpec
 from utils.preprocess import to_uint8
@@ -101,24 +100,24 @@ class Classifier:
             text += f", epoch {self.info['epoch']}"
         return text + ")"
 
-    def check_classes(self, classes_file: str | os.PathLike = DEFAULT_CLASSES) -> None:
-        """Warn when ``classes_file`` exists and names other classes than the model.
-
-        The model's own class names are used either way; the warning is there because
-        annotation files written against ``classes_file`` would then be mislabelled.
+    def label_map(self, classes: Sequence[str], source: str | os.PathLike) -> list[int]:
+        """The model's class id for each class id of a dataset whose class list (read from
+        ``source``) is ``classes``: the same names in another order are matched by name;
+        other names are an error naming them, never labels silently off by one class.
         """
-        if not Path(classes_file).is_file():
-            return
-        listed = read_classes(classes_file)
-        if listed == self.classes:
-            return
-        if len(listed) != len(self.classes):
-            detail = f"{len(self.classes)} classes, {classes_file} lists {len(listed)}"
-        else:
-            i = next(i for i, (a, b) in enumerate(zip(self.classes, listed)) if a != b)
-            detail = f"class {i} is {self.classes[i]!r}, {classes_file} says {listed[i]!r}"
-        warn(f"the model's classes differ from {classes_file} ({detail}); using the "
-             "model's classes")
+        classes = list(classes)
+        if classes == self.classes:
+            return list(range(len(classes)))
+        unknown = [c for c in classes if c not in self.classes]
+        unseen = [c for c in self.classes if c not in classes]
+        if unknown or unseen:
+            parts = [f"{source} lists {_names(unknown)} that the model does not know"] \
+                if unknown else []
+            parts += [f"the model has {_names(unseen)} that {source} does not list"] \
+                if unseen else []
+            raise UserError(f"class names differ: {'; '.join(parts)} (is this the model for "
+                            "these annotations?)")
+        return [self.classes.index(name) for name in classes]
 
     # ------------------------------------------------------------------ inference
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
@@ -141,6 +140,11 @@ class Classifier:
         values, indices = probabilities.topk(min(k, len(self.classes)), dim=1)
         return [[(self.classes[i], p) for i, p in zip(row_i, row_p)]
                 for row_i, row_p in zip(indices.tolist(), values.tolist())]
+
+
+def _names(names: Sequence[str], limit: int = 4) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _as_listed(value):

@@ -39,6 +39,20 @@ CACHE_FORMAT = 1
 SHUFFLE_STREAM = 100_003
 
 
+def training_batches(images: int, batch_size: int) -> tuple[int, int]:
+    """(batches per epoch, images left out per epoch) for ``images`` training images.
+
+    The last, partial batch is kept unless it is smaller than a quarter of a batch (and
+    than 2): a batch that small would give BatchNorm statistics so noisy that the running
+    averages, read by the validation right after, would suffer.  Which images are left out
+    changes every epoch with the shuffle, so none goes unused.
+    """
+    full, rest = divmod(images, batch_size)
+    if rest and rest >= max(2, batch_size // 4):
+        return full + 1, 0
+    return full, rest
+
+
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     """The seed of one random stream in one epoch of a run.
 
@@ -180,8 +194,9 @@ class TensorBatches:
 
     The order depends only on ``seed`` and the epoch (:meth:`set_epoch`), so a resumed run
     sees exactly the batches it would have seen.  Training shards are padded to equal length
-    (every rank must take the same number of steps under DDP); evaluation shards are not, so
-    every image is counted exactly once.
+    (every rank must take the same number of steps under DDP) and end with a partial batch
+    (:func:`training_batches`); evaluation shards are not padded, so every image is counted
+    exactly once.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
@@ -206,8 +221,8 @@ class TensorBatches:
 
     def __len__(self) -> int:
         n = len(self.labels)
-        if self.train:  # whole batches only, from the padded shard
-            return -(-n // self.world_size) // self.batch_size
+        if self.train:  # from the padded shard
+            return training_batches(-(-n // self.world_size), self.batch_size)[0]
         return -(-len(range(self.rank, n, self.world_size)) // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -230,9 +245,10 @@ class StreamBatches:
         self.sampler = (DistributedSampler(dataset, num_replicas=world_size, rank=rank,
                                            shuffle=True, seed=seed) if train
                         else range(rank, len(dataset), world_size))
+        drop_last = train and training_batches(len(self.sampler), batch_size)[1] > 0
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler,
                                  num_workers=workers, collate_fn=collate_valid,
-                                 drop_last=train, pin_memory=pin_memory,
+                                 drop_last=drop_last, pin_memory=pin_memory,
                                  persistent_workers=workers > 0,
                                  prefetch_factor=4 if workers > 0 else None)
 

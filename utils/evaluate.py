@@ -7,7 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from utils.execution import Execution
-from utils.metrics import ConfusionMatrix, topk_correct
+from utils.metrics import ConfusionMatrix, class_report, topk_correct
+
+#: The "top-5" of every report: top-k with k = min(TOP_K, number of classes).
+TOP_K = 5
 
 
 @dataclass
@@ -30,7 +33,25 @@ class EvalResult:
 
     @property
     def top5(self) -> float:
+        """Top-k accuracy with k = :attr:`k`."""
         return self.top5_correct / max(self.count, 1)
+
+    @property
+    def k(self) -> int:
+        """The k of :attr:`top5`: 5, or the number of classes when there are fewer."""
+        return min(TOP_K, self.matrix.shape[0])
+
+    @property
+    def mean_recall(self) -> float:
+        """Mean per-class recall (balanced accuracy): top-1 that every class weighs equally."""
+        return class_report(self.matrix).mean_recall
+
+    def summary(self) -> dict[str, float | int]:
+        """The figures a report shows, fractions in [0, 1]."""
+        report = class_report(self.matrix)
+        return {"images": self.count, "top1": self.top1, f"top{self.k}": self.top5,
+                "mean_recall": report.mean_recall, "mean_precision": report.mean_precision,
+                "loss": self.loss}
 
 
 @torch.inference_mode()
@@ -56,7 +77,7 @@ def evaluate(model: torch.nn.Module, batches, execution: Execution, num_classes:
         count += len(labels)
         sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(),
                              topk_correct(logits, labels, 1).double(),
-                             topk_correct(logits, labels, 5).double()])
+                             topk_correct(logits, labels, TOP_K).double()])
         matrix.update(logits.argmax(1), labels)
     sums = torch.cat([sums, sums.new_tensor([count])])
     if reduce is not None:

@@ -22,20 +22,19 @@ def add_model_arguments(parser) -> None:
                        help="plain weights only: the input size they were trained at")
     group.add_argument("--width-mult", type=float,
                        help="plain weights only: the MobileNet width multiplier (default 1.0)")
-    group.add_argument("--classes", default=DEFAULT_CLASSES,
-                       help="class names file: the names of plain weights, and for a "
-                       "checkpoint the list it is checked against (default %(default)s)")
+    group.add_argument("--classes",
+                       help="class list file (default: the project's " f"{DEFAULT_CLASSES}): "
+                       "the names of plain weights; for a checkpoint, the names its classes "
+                       "are matched to")
 
 
 def load_from_args(args, amp: str = "auto", channels_last: bool = True) -> Classifier:
     """The :class:`Classifier` the :func:`add_model_arguments` flags describe."""
     path = args.model or latest_checkpoint()
-    classifier = Classifier.load(path, resolve_device(args.device), amp=amp,
-                                 channels_last=channels_last, backbone=args.backbone,
-                                 input_shape=args.input_shape, width_mult=args.width_mult,
-                                 classes_file=args.classes)
-    classifier.check_classes(args.classes)
-    return classifier
+    return Classifier.load(path, resolve_device(args.device), amp=amp,
+                           channels_last=channels_last, backbone=args.backbone,
+                           input_shape=args.input_shape, width_mult=args.width_mult,
+                           classes_file=args.classes or DEFAULT_CLASSES)
 
 
 def latest_checkpoint(logs: str | os.PathLike = "logs") -> Path:

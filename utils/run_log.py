@@ -9,8 +9,11 @@ from torch.utils.tensorboard import SummaryWriter
 
 from utils.plots import plot_curves
 
-COLUMNS = ("epoch", "phase", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5",
-           "seconds", "img_per_s")
+
+def columns(k: int) -> tuple[str, ...]:
+    """``metrics.csv``'s columns; ``k`` is the top-k the validation reports (min(5, classes))."""
+    return ("epoch", "phase", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
+            f"val_top{k}", "val_recall", "seconds", "img_per_s")
 
 
 class RunLog:
@@ -18,26 +21,32 @@ class RunLog:
 
     On resume, rows after the resumed epoch (written by a run killed before its checkpoint
     landed) are dropped, and TensorBoard events past it are purged, so the logs read as if
-    the run had never stopped.
+    the run had never stopped.  Rows that cannot be read (a file edited by hand) are dropped
+    too.  Validation columns stay empty in a run without a validation set.
     """
 
-    def __init__(self, run_dir: Path, resume_epoch: int = 0):
+    def __init__(self, run_dir: Path, resume_epoch: int = 0, k: int = 5):
         self.run_dir = Path(run_dir)
         self.csv_path = self.run_dir / "metrics.csv"
-        self.rows = [r for r in self._read() if int(r["epoch"]) <= resume_epoch]
+        self.columns = columns(k)
+        self.rows = [r for r in self._read() if _epoch(r) is not None
+                     and _epoch(r) <= resume_epoch]
         self._rewrite()
         self.writer = SummaryWriter(str(self.run_dir), purge_step=resume_epoch + 1)
 
     def _read(self) -> list[dict]:
-        if not self.csv_path.exists():
+        try:  # utf-8-sig: a spreadsheet that re-saved the file may have added a BOM
+            with open(self.csv_path, newline="", encoding="utf-8-sig") as f:
+                return list(csv.DictReader(f))
+        except FileNotFoundError:
             return []
-        with open(self.csv_path, newline="") as f:
-            return list(csv.DictReader(f))
+        except (OSError, UnicodeDecodeError, csv.Error):
+            return []  # unreadable: the checkpoint, not this file, is what a resume trusts
 
     def _rewrite(self) -> None:
         tmp = self.csv_path.with_name(f".{self.csv_path.name}.tmp")  # a kill keeps the old rows
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, COLUMNS)
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, self.columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(self.rows)
         os.replace(tmp, self.csv_path)
@@ -46,17 +55,30 @@ class RunLog:
         """Record one finished epoch everywhere; ``best_epoch`` (of ``best.pth``) is marked."""
         row = {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
         self.rows.append(row)
-        with open(self.csv_path, "a", newline="") as f:
-            csv.DictWriter(f, COLUMNS).writerow(row)
+        with open(self.csv_path, "a", newline="", encoding="utf-8") as f:
+            csv.DictWriter(f, self.columns, extrasaction="ignore").writerow(row)
         epoch = int(row["epoch"])
-        for tag, key in (("loss/train", "train_loss"), ("loss/val", "val_loss"),
-                         ("accuracy/train", "train_acc"), ("accuracy/val", "val_acc"),
-                         ("accuracy/val_top5", "val_top5"), ("lr", "lr"),
-                         ("speed/img_per_s", "img_per_s")):
-            self.writer.add_scalar(tag, float(row[key]), epoch)
+        for key in self.columns[2:]:
+            if row.get(key) not in (None, ""):
+                split, _, name = key.partition("_")
+                tag = f"{name}/{split}" if split in ("train", "val") else key
+                self.writer.add_scalar(tag, float(row[key]), epoch)
         self.writer.flush()
-        plot_curves([{k: float(v) for k, v in r.items() if k != "phase"} for r in self.rows],
-                    self.run_dir, run_name=self.run_dir.name, best_epoch=best_epoch)
+        plot_curves(self.rows, self.run_dir, run_name=self.run_dir.name, best_epoch=best_epoch)
+
+    def log_test(self, results: dict, epoch: int) -> None:
+        """The final test figures, as ``test/...`` scalars at the epoch they belong to."""
+        for key, value in results.items():
+            if isinstance(value, float):
+                self.writer.add_scalar(f"test/{key}", value, epoch)
+        self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()
+
+
+def _epoch(row: dict) -> int | None:
+    try:
+        return int(row["epoch"])
+    except (KeyError, TypeError, ValueError):
+        return None

@@ -28,6 +28,7 @@ from utils.cli import UserError
 from utils.config import from_dict, to_dict
 from utils.data import Loading, check_batch_size, make_batches
 from utils.execution import Execution
+from utils.fileio import write_atomic
 from utils.model_spec import ModelSpec
 from utils.trainer import Trainer, plan_phases
 from utils.train_state import TrainState
@@ -98,12 +99,14 @@ def start_training(run: Run) -> Trainer:
                                 **{f: getattr(cfg, f) for f in _arch_fields() if hasattr(cfg, f)})
         state = TrainState()
 
-    train_samples = read_annotation(cfg.train_annotation, spec.num_classes)
+    train_samples = read_annotation(cfg.train_annotation, classes)
     for phase in plan_phases(cfg):
         flag = "--freeze-batch-size" if phase.name == "freeze" else "--batch-size"
         check_batch_size(phase.batch_size, train_samples, cfg.train_annotation, flag,
                          dist.world_size)
-    val_samples = read_annotation(cfg.test_annotation, spec.num_classes)
+    # Read now, not after hours of training: a missing list fails before anything is written.
+    val_samples = read_annotation(cfg.val_annotation, classes, allow_empty=True)
+    test_samples = read_annotation(cfg.test_annotation, classes, allow_empty=True)
 
     torch.manual_seed(cfg.seed)
     model = spec.build(pretrained=cfg.pretrained and run.resume is None)
@@ -117,16 +120,26 @@ def start_training(run: Run) -> Trainer:
     model = execution.prepare(model)
     loading = Loading(cfg.workers, cfg.cache_dir if cfg.cache else None)
     val_batches = make_batches(val_samples, spec.geometry, cfg.eval_batch_size, train=False,
-                               device=device, source=cfg.test_annotation, loading=loading,
-                               dist=dist)
+                               device=device, source=cfg.val_annotation, loading=loading,
+                               dist=dist) if val_samples else None
+    weights = (class_weights(train_samples, spec.num_classes).to(device)
+               if cfg.class_weights == "auto" else None)
 
     if dist.is_main:  # folders are made only once the run is known to start
         run_dir = _open_run_dir(run)
         print(f"run folder: {run_dir}")
     else:
         run_dir = run.run_dir
-    return Trainer(cfg, spec, model, execution, train_samples, val_batches, state, run_dir,
-                   dist)
+    return Trainer(cfg, spec, model, execution, train_samples, val_batches, test_samples, state,
+                   run_dir, dist, weights)
+
+
+def class_weights(samples, num_classes: int) -> torch.Tensor:
+    """Inverse class frequencies, scaled to mean 1 over the classes that have images."""
+    counts = torch.bincount(torch.tensor([label for label, _ in samples]),
+                            minlength=num_classes).double()
+    inverse = torch.where(counts > 0, 1 / counts.clamp(min=1), torch.zeros_like(counts))
+    return (inverse * (counts > 0).sum() / inverse.sum()).float()
 
 
 def _arch_fields() -> list[str]:
@@ -168,7 +181,7 @@ def _open_run_dir(run: Run) -> Path:
     if run.resume is not None:
         for stale in run.run_dir.glob(".*.tmp"):  # writes torn by a killed run of ours
             stale.unlink()
-        _write_text(run.run_dir / "config.json", config)
+        write_atomic(run.run_dir / "config.json", config)
         return run.run_dir
     name = run.run_dir.name
     candidates = [run.run_dir] if run.named else [
@@ -195,12 +208,3 @@ def _claim(run_dir: Path, config: str) -> bool:
     except OSError as exc:
         raise UserError(f"cannot create run folder {run_dir}: {exc.strerror or exc}") from None
 
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None

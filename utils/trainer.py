@@ -3,8 +3,11 @@
 A run is one or two phases: an optional *freeze* phase that trains only the head on top of
 a frozen (pretrained) backbone, then the *unfreeze* phase that trains everything.  Each
 phase has its own batch size, so its own optimizer and learning-rate schedule (warm-up then
-cosine or step, stepped every iteration).  Every epoch ends with an evaluation (the same
-code ``eval.py`` runs), a row in ``metrics.csv`` and checkpoints.
+cosine or step, stepped every iteration).  Every epoch ends with an evaluation on the
+validation set (the same code ``eval.py`` runs), a row in ``metrics.csv`` and checkpoints;
+``best.pth`` is the best validation epoch.  The test set is scored once, at the end, with
+``best.pth``'s weights: that is the run's reported figure (``results.json``).  Nothing is
+ever chosen on the test set.
 
 Everything random is re-seeded from ``(seed, epoch)`` at the start of each epoch, so a run
 resumed from ``last.pth`` replays exactly the epochs it would have run.  Setting a run up
@@ -25,13 +28,14 @@ from tqdm import tqdm
 import nets
 from utils import distributed
 from utils.augment import BatchAugment
-from utils.checkpoint import make_checkpoint, save_checkpoint
+from utils.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from utils.cli import UserError, warn
 from utils.config import to_dict
 from utils.data import Loading, epoch_seed, make_batches
 from utils.distributed import Dist
-from utils.evaluate import EvalResult, evaluate
+from utils.evaluate import TOP_K, EvalResult, evaluate
 from utils.execution import Execution
+from utils.fileio import write_json
 from utils.model_spec import ModelSpec
 from utils.optim import make_optimizer, make_scheduler, scaled_lr
 from utils.run_log import RunLog
@@ -61,7 +65,7 @@ def plan_phases(cfg) -> list[Phase]:
 
 
 def train_step(model, images, labels, augment, optimizer, scaler, execution: Execution,
-               label_smoothing: float = 0.0):
+               label_smoothing: float = 0.0, class_weights: torch.Tensor | None = None):
     """One optimisation step on a batch of base-form uint8 images already on the device.
 
     Returns the (float32) loss and logits, still on the device: reading them is the
@@ -70,7 +74,8 @@ def train_step(model, images, labels, augment, optimizer, scaler, execution: Exe
     x = execution.inputs(augment(images))
     with execution.autocast():
         logits = model(x)
-    loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+    loss = F.cross_entropy(logits.float(), labels, weight=class_weights,
+                           label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -99,28 +104,35 @@ class Trainer:
         model: the network, on the execution's device, weights already in place.
         execution: device, normalisation, precision and memory format.
         train_samples: the training annotation's ``(class_id, path)`` lines.
-        val_batches: the per-epoch evaluation batches.
+        val_batches: the per-epoch validation batches; ``None`` without a validation set
+            (``best.pth`` is then simply the last epoch).
+        test_samples: the test annotation's lines, scored once at the end (may be empty).
+        class_weights: per-class loss weights (``--class-weights auto``), or ``None``.
         state: where the run stands (a fresh one, or restored for ``--resume``).
         run_dir: the run folder (already claimed; only the main process writes to it).
         dist: this process's place in a ``torchrun`` job.
     """
 
     def __init__(self, cfg, spec: ModelSpec, model: torch.nn.Module, execution: Execution,
-                 train_samples, val_batches, state: TrainState, run_dir: Path,
-                 dist: Dist = Dist()):
+                 train_samples, val_batches, test_samples, state: TrainState, run_dir: Path,
+                 dist: Dist = Dist(), class_weights: torch.Tensor | None = None):
         self.cfg, self.spec, self.model, self.execution = cfg, spec, model, execution
         self.train_samples, self.val_batches = train_samples, val_batches
+        self.test_samples, self.class_weights = test_samples, class_weights
         self.state, self.run_dir, self.dist = state, Path(run_dir), dist
+        self.k = min(TOP_K, spec.num_classes)
+        self.best_weights: dict[str, torch.Tensor] | None = None
         self.phases = plan_phases(cfg)
         self.augment = BatchAugment(spec.input_shape, nets.is_small_input(spec.input_shape),
                                     cfg.augment, cfg.cutout)
         self.first_epoch = state.epoch
 
     # ---------------------------------------------------------------- loop
-    def fit(self) -> dict:
-        """Train every remaining epoch; returns the last epoch's record."""
-        cfg, record, current = self.cfg, {}, None
-        log = RunLog(self.run_dir, self.state.epoch) if self.dist.is_main else None
+    def fit(self) -> dict | None:
+        """Train every remaining epoch, then score the test set once with the best epoch's
+        weights; returns the run's results (``results.json``)."""
+        cfg, current = self.cfg, None
+        log = RunLog(self.run_dir, self.state.epoch, self.k) if self.dist.is_main else None
         started = time.perf_counter()
         try:
             for epoch in range(self.state.epoch, cfg.epochs):
@@ -134,31 +146,88 @@ class Trainer:
                 t0 = time.perf_counter()
                 train = self._train_epoch(current, epoch)
                 seconds = time.perf_counter() - t0
-                val = evaluate(self.model, self.val_batches, self.execution,
-                               self.spec.num_classes, reduce=self.dist.all_reduce)
+                val = None if self.val_batches is None else evaluate(
+                    self.model, self.val_batches, self.execution, self.spec.num_classes,
+                    reduce=self.dist.all_reduce)
+                self._end_epoch(epoch + 1, phase, val)
                 record = {"epoch": epoch + 1, "phase": phase.name,
                           "lr": current.optimizer.param_groups[0]["lr"], **train,
-                          "val_loss": val.loss, "val_acc": val.top1, "val_top5": val.top5,
-                          "seconds": seconds}
-                self.state.epoch, self.state.phase = epoch + 1, phase.name
+                          **self._val_columns(val), "seconds": seconds}
                 if self.dist.is_main:
                     # The row goes first: a resume drops rows past its checkpoint's epoch.
-                    log.log_epoch(record)
+                    log.log_epoch(record, best_epoch=self.state.best_epoch)
                     self._save_checkpoints(val, current)
-                    tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: train loss "
-                               f"{record['train_loss']:.4f} acc {record['train_acc']:.4f} | "
-                               f"val loss {val.loss:.4f} top-1 {val.top1:.4f} "
-                               f"top-5 {val.top5:.4f} | {record['img_per_s']:.0f} img/s, "
-                               f"{seconds:.1f}s")
+                    tqdm.write(self._epoch_line(record, val))
+            results = self._final_test(log, time.perf_counter() - started)
         finally:
             if log is not None:
                 log.close()
             distributed.cleanup(self.dist)
-        if self.dist.is_main:
-            print(f"done in {time.perf_counter() - started:.1f}s: best top-1 "
-                  f"{max(self.state.best_top1, 0):.4f} at epoch {self.state.best_epoch}; "
-                  f"checkpoints in {self.run_dir}")
-        return record
+        return results
+
+    def _end_epoch(self, epoch: int, phase: Phase, val: EvalResult | None) -> None:
+        """Advance the state; a new best (every epoch, without validation) keeps its weights."""
+        state = self.state
+        state.epoch, state.phase = epoch, phase.name
+        if val is None or state.improves(val.top1):
+            state.best_epoch = epoch
+            state.best_top1 = val.top1 if val is not None else state.best_top1
+            self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def _val_columns(self, val: EvalResult | None) -> dict:
+        if val is None:
+            return {}
+        return {"val_loss": val.loss, "val_acc": val.top1, f"val_top{self.k}": val.top5,
+                "val_recall": val.mean_recall}
+
+    def _epoch_line(self, record: dict, val: EvalResult | None) -> str:
+        line = (f"epoch {record['epoch']}/{self.cfg.epochs}: train loss "
+                f"{record['train_loss']:.4f} acc {record['train_acc']:.4f} | ")
+        if val is not None:
+            line += (f"val loss {val.loss:.4f} top-1 {val.top1:.4f} top-{self.k} "
+                     f"{val.top5:.4f} mean recall {val.mean_recall:.4f}"
+                     f"{' (best)' if self.state.best_epoch == record['epoch'] else ''} | ")
+        return line + f"{record['img_per_s']:.0f} img/s, {record['seconds']:.1f}s"
+
+    def _final_test(self, log: RunLog | None, seconds: float) -> dict | None:
+        """Score ``best.pth``'s weights on the test set once; write ``results.json``."""
+        state, cfg = self.state, self.cfg
+        selected = (f"best validation top-1 {state.best_top1:.4f} on {cfg.val_annotation}"
+                    if self.val_batches is not None else
+                    "the last epoch (no validation set to choose another)")
+        results = {"run": str(self.run_dir), "epochs": state.epoch, "seconds": seconds,
+                   "checkpoint": "best.pth", "best_epoch": state.best_epoch,
+                   "selected_by": selected, "test": None}
+        if self.test_samples:
+            self.model.load_state_dict(self._best_weights())
+            batches = make_batches(self.test_samples, self.spec.geometry, cfg.eval_batch_size,
+                                   train=False, device=self.execution.device,
+                                   source=cfg.test_annotation, loading=self.loading,
+                                   dist=self.dist)
+            test = evaluate(self.model, batches, self.execution, self.spec.num_classes,
+                            reduce=self.dist.all_reduce)
+            results["test"] = {"annotation": cfg.test_annotation, **test.summary()}
+        if not self.dist.is_main:
+            return results
+        write_json(self.run_dir / "results.json", results)
+        print(f"done in {seconds:.1f}s: best.pth is epoch {state.best_epoch}, {selected}")
+        if results["test"] is None:
+            print(f"no test set ({cfg.test_annotation} is empty): nothing to report beyond "
+                  "validation; put images in datasets/test/<class>/ for an honest figure")
+        else:
+            test = results["test"]
+            log.log_test(test, state.best_epoch)
+            print(f"test ({test['images']} images in {cfg.test_annotation}, scored once with "
+                  f"best.pth): top-1 {test['top1']:.4f}, top-{self.k} "
+                  f"{test[f'top{self.k}']:.4f}, mean recall {test['mean_recall']:.4f}; "
+                  f"{self.run_dir / 'results.json'}")
+        return results
+
+    def _best_weights(self) -> dict[str, torch.Tensor]:
+        """The best epoch's weights: kept in memory, or (a resumed run) read from best.pth."""
+        if self.best_weights is not None:
+            return self.best_weights
+        return load_checkpoint(self.run_dir / "best.pth")["model"]
 
     def _start_phase(self, phase: Phase) -> _PhaseRun:
         """Freeze or unfreeze, then build this phase's data, optimizer and schedule."""
@@ -217,7 +286,8 @@ class Trainer:
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             loss, logits = train_step(run.model, images, labels, self.augment, run.optimizer,
-                                      run.scaler, self.execution, cfg.label_smoothing)
+                                      run.scaler, self.execution, cfg.label_smoothing,
+                                      self.class_weights)
             run.scheduler.step()
             count += len(labels)
             sums += torch.stack([loss.detach().double() * len(labels),
@@ -246,21 +316,21 @@ class Trainer:
                    f"{remaining / 60:.1f} min (excluding evaluation)")
 
     # ---------------------------------------------------------------- checkpoints
-    def _save_checkpoints(self, val: EvalResult, run: _PhaseRun) -> None:
+    def _save_checkpoints(self, val: EvalResult | None, run: _PhaseRun) -> None:
         """Periodic copy, then ``best.pth`` on a new best top-1, then ``last.pth``.
 
         ``last.pth`` goes last: a run killed between the writes resumes from the previous
         epoch and writes the others again, so none is ever skipped.
         """
         state = self.state
-        if state.improves(val.top1):
-            state.best_top1, state.best_epoch = val.top1, state.epoch
         state.optimizer, state.scheduler = run.optimizer.state_dict(), run.scheduler.state_dict()
         state.scaler = run.scaler.state_dict()
-        ckpt = make_checkpoint(self.spec, self.model.state_dict(), **state.to_dict(),
-                               top1=val.top1, top5=val.top5, config=to_dict(self.cfg))
+        scores = {} if val is None else {"top1": val.top1, "top5": val.top5}
+        ckpt = make_checkpoint(self.spec, self.model.state_dict(), **state.to_dict(), **scores,
+                               config=to_dict(self.cfg))
         if self.cfg.save_period and state.epoch % self.cfg.save_period == 0:
             save_checkpoint(ckpt, self.run_dir / f"epoch_{state.epoch:03d}.pth")
         if state.best_epoch == state.epoch:
             save_checkpoint(ckpt, self.run_dir / "best.pth")
         save_checkpoint(ckpt, self.run_dir / "last.pth")
+
