@@ -12,7 +12,7 @@ moved or shared as a whole; images elsewhere get absolute paths.  Reading resolv
 paths against that same folder, so the lists work from any working directory.
 
 Before an image is listed it is fully decoded with :func:`utils.image.load_image`, in a
-process pool; verdicts are cached by (path, size, mtime) so that re-runs over 60,000 images
+process pool; verdicts are cached by path and file stamp so that re-runs over 60,000 images
 take seconds.
 """
 from __future__ import annotations
@@ -358,26 +358,31 @@ def check_images(paths: Sequence[str], workers: int = 1,
     """Fully decode every file; returns ``{path: reason}`` for those that fail.
 
     Decoding runs in ``workers`` processes (in this process when ``workers <= 1``).  With
-    ``cache_file``, verdicts are remembered per (path, size, mtime) so a re-run only decodes
-    new or changed files; the whole cache is dropped when Pillow's version or the pixel limit
-    changes, since either can change a verdict.
+    ``cache_file``, verdicts are remembered per path and :func:`_stamp` so a re-run only
+    decodes new or changed files; the whole cache is dropped when Pillow's version or the
+    pixel limit changes, since either can change a verdict.  A cache that cannot be saved
+    is only a warning: the next run checks everything again.
     """
-    version = f"pillow {PIL.__version__}, max pixels {pixel_limit()}"
+    version = f"stamps 2, pillow {PIL.__version__}, max pixels {pixel_limit()}"
     cache = _read_cache(cache_file, version)
     keys = {p: os.path.abspath(p) for p in paths}
     stamps = {p: _stamp(p) for p in paths}  # taken before decoding: a later edit re-checks
     verdicts, todo = {}, []
     for p in paths:
         entry = cache.get(keys[p])
-        if entry is not None and stamps[p] is not None and entry[:2] == stamps[p]:
-            verdicts[p] = entry[2]
+        if (stamps[p] is not None and isinstance(entry, list) and entry[:-1] == stamps[p]
+                and isinstance(entry[-1], (str, type(None)))):
+            verdicts[p] = entry[-1]
         else:
             todo.append(p)
     for p, reason in zip(todo, _decode_all(todo, workers)):
         verdicts[p] = reason
     if cache_file is not None:
         entries = {keys[p]: [*stamps[p], verdicts[p]] for p in paths if stamps[p]}
-        _write_atomic(Path(cache_file), json.dumps({"version": version, "files": entries}))
+        try:
+            _write_atomic(Path(cache_file), json.dumps({"version": version, "files": entries}))
+        except UserError as exc:
+            warn(f"image checks not cached ({exc}): the next run checks every image again")
     return {p: reason for p, reason in verdicts.items() if reason is not None}
 
 
@@ -398,11 +403,18 @@ def _decode_all(paths: list[str], workers: int) -> Iterator[str | None]:
 
 
 def _stamp(path: str) -> list[int] | None:
+    """Size, mtime, change time and inode: one version of a file, known without reading it.
+
+    The mtime alone can be set back (``cp -p``, ``tar x``, ``touch -r`` restore it), so an
+    image replaced by one of the same size would pass for the old one; the change time
+    cannot be set from user space and moves on every write, rename or ``utime()``, and a
+    file replaced by another gets a new inode or a new change time.
+    """
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return [st.st_size, st.st_mtime_ns]
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
 def _read_cache(file: str | os.PathLike | None, version: str) -> dict[str, list]:
