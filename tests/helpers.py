@@ -59,11 +59,13 @@ def assert_clean_error(result, *needles):
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` (hidden ones too) -> its bytes: compare before/after."""
+    """Every file under ``folder`` (hidden ones too) -> its bytes, and every link -> where
+    it points: compare before/after."""
     folder = Path(folder)
     if not folder.exists():
         return {}
-    return {str(p.relative_to(folder)): p.read_bytes()
+    return {str(p.relative_to(folder)):
+            b"link to " + os.fsencode(os.readlink(p)) if p.is_symlink() else p.read_bytes()
             for p in sorted(folder.rglob("*")) if p.is_file() or p.is_symlink()}
 
 
