@@ -16,16 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from tests.helpers import (COLOURS, ROOT, assert_clean_error, make_dataset, make_image,
                            run_script, snapshot)
 from utils import dataset_import
 from utils.annotation import (check_images, read_annotation, read_classes, scan_splits,
-                              write_annotation, write_classes)
+                              write_classes)
 from utils.cli import UserError
-from utils.data import make_batches
+from utils.data import _cache_key
 from utils.image import ImageError, load_image
 from utils.names import class_name_problem, name_problem, shown
 from utils.preprocess import resize_cover
@@ -148,24 +147,17 @@ def test_image_checks_notice_a_replaced_file_whose_mtime_was_kept(tmp_path, new_
 
 
 @pytest.mark.parametrize("new_inode", [False, True], ids=["cp-p", "tar-x"])
-def test_decode_cache_notices_a_replaced_file_whose_mtime_was_kept(tmp_path, new_inode):
+def test_decode_cache_key_changes_for_a_replaced_file_whose_mtime_was_kept(tmp_path, new_inode):
+    """The decoded-pixel cache is named by this key (a new key decodes afresh: test_data)."""
     # BMP: any two 8x8 RGB images are files of exactly the same size.
     paths = [make_image(tmp_path / f"{i}.bmp", COLOURS[i], size=(8, 8), fmt="BMP")
              for i in range(2)]
-    annotation = tmp_path / "cls_train.txt"
-    write_annotation(annotation, [(i, str(p)) for i, p in enumerate(paths)])
-
-    def pixels():
-        batches = make_batches(annotation, 2, (8, 8), 2, train=False,
-                               device=torch.device("cpu"), cache_dir=tmp_path / "cache")
-        return torch.cat([images for images, _ in batches])
-
-    before = pixels()
+    samples = [(i, str(p)) for i, p in enumerate(paths)]
+    before = _cache_key(samples)
+    assert _cache_key(samples) == before  # nothing changed, the cache is reused
     replacement = make_image(tmp_path / "other.bmp", COLOURS[5], size=(8, 8), fmt="BMP")
     replace_keeping_size_and_mtime(paths[0], replacement.read_bytes(), new_inode)
-    after = pixels()
-    assert not torch.equal(after[0], before[0]), "the cache served the old pixels"
-    assert torch.equal(after[1], before[1])
+    assert _cache_key(samples) != before, "the cache would serve the old pixels"
 
 
 # ---------------------------------------------------------------------------------------------
