@@ -20,7 +20,7 @@ from utils import cifar10
 from utils.annotation import DEFAULT_CLASSES, prepare_annotations
 from utils.splits import MAX_FRACTION
 from utils.cli import ArgumentParser, UserError, default_workers, run
-from utils.dataset_import import has_dataset, import_dataset
+from utils.dataset_import import DEFAULT_MAX_RATIO, RATIO_ENV, has_dataset, import_dataset
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,6 +52,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--from", dest="source", metavar="PATH",
                         help="import a folder or a .zip / .tar / .tar.gz archive holding "
                              "train/<class>/ and test/<class>/ first")
+    parser.add_argument("--max-ratio", type=float, metavar="N",
+                        help="refuse an archive given to --from that unpacks to more than N "
+                             f"times its size, a likely zip bomb (default: ${RATIO_ENV} if "
+                             f"set, else {DEFAULT_MAX_RATIO:g})")
     parser.add_argument("--force", action="store_true",
                         help="replace a dataset already in the dataset folder")
     parser.add_argument("--workers", type=int, default=default_workers(8), metavar="N",
@@ -63,6 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for flag in ("val_fraction", "test_fraction"):
         if not 0 <= getattr(args, flag) <= MAX_FRACTION:
             parser.error(f"--{flag.replace('_', '-')} must be between 0 and {MAX_FRACTION}")
+    if args.max_ratio is not None and not 0 < args.max_ratio < float("inf"):
+        parser.error("--max-ratio must be a positive number")
     args.cifar10 = args.cifar10 or args.cifar10_archive is not None
     if args.cifar10 and args.source:
         parser.error("--cifar10 and --from are alternatives: give one")
@@ -84,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         cifar10.export(cifar10.locate_archive(archive, cache_dir), datasets,
                        replace=args.force, workers=args.workers)
     elif args.source:
-        import_dataset(args.source, datasets, replace=args.force)
+        import_dataset(args.source, datasets, replace=args.force, max_ratio=args.max_ratio)
     prepare_annotations(datasets, args.classes, args.out_dir, args.workers,
                         args.val_fraction, args.test_fraction, args.split_seed)
 

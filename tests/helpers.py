@@ -40,6 +40,13 @@ def make_dataset(root: Path, classes=("cat", "dog"), train=6, test=3, size=(16, 
     return root / "datasets"
 
 
+def listed(project: Path, *splits: str) -> list[str]:
+    """The ``<class_id>;<path>`` lines of the project's annotation files of ``splits``."""
+    return [line for split in splits
+            for line in (Path(project) / f"cls_{split}.txt").read_text().splitlines()
+            if line and not line.startswith("#")]
+
+
 def run_script(script: str, *args, cwd: Path, timeout=300, input=None, env=None):
     """Run a top-level script as a user would (``python script.py ...``) from ``cwd``."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -59,11 +66,13 @@ def assert_clean_error(result, *needles):
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` (hidden ones too) -> its bytes: compare before/after."""
+    """Every file under ``folder`` (hidden ones too) -> its bytes, and every link -> where
+    it points: compare before/after."""
     folder = Path(folder)
     if not folder.exists():
         return {}
-    return {str(p.relative_to(folder)): p.read_bytes()
+    return {str(p.relative_to(folder)):
+            b"link to " + os.fsencode(os.readlink(p)) if p.is_symlink() else p.read_bytes()
             for p in sorted(folder.rglob("*")) if p.is_file() or p.is_symlink()}
 
 

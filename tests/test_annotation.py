@@ -18,7 +18,8 @@ def annotate(cwd, *args):
 
 
 def lines(path):
-    return path.read_text().splitlines()
+    """A file's lines, without an annotation file's fingerprint line."""
+    return [l for l in path.read_text().splitlines() if not l.startswith("# classes:")]
 
 
 def warnings(result):
@@ -28,7 +29,7 @@ def warnings(result):
 def test_classes_are_the_sorted_train_folders_and_lines_point_at_every_image(tmp_path):
     make_dataset(tmp_path, classes=("zebra", "Ant", "cat"), train=3, test=2)
     make_image(tmp_path / "datasets/train/cat/nested/deeper.png", COLOURS[0])  # sub-folders count
-    result = annotate(tmp_path)
+    result = annotate(tmp_path, "--val-fraction", "0")
     assert result.returncode == 0, result.stderr
     assert warnings(result) == []
     assert lines(tmp_path / "model_data/cls_classes.txt") == ["Ant", "cat", "zebra"]
@@ -37,9 +38,9 @@ def test_classes_are_the_sorted_train_folders_and_lines_point_at_every_image(tmp
     assert "1;datasets/train/cat/nested/deeper.png" in train
     assert len(train) == 10 and len(lines(tmp_path / "cls_test.txt")) == 6
     # The table gives the per-class counts.
-    assert any(l.split() == ["cat", "4", "2", "0"] for l in result.stdout.splitlines())
+    assert any(l.split() == ["cat", "4", "0", "2", "0"] for l in result.stdout.splitlines())
     # Relative paths resolve against the annotation file's folder, from any working directory.
-    samples = read_annotation(tmp_path / "cls_train.txt", num_classes=3)
+    samples = read_annotation(tmp_path / "cls_train.txt", ["Ant", "cat", "zebra"])
     assert samples[0] == (0, os.path.join(tmp_path, "datasets/train/Ant/000.png"))
     assert all(os.path.isfile(p) for _, p in samples)
 
@@ -47,12 +48,12 @@ def test_classes_are_the_sorted_train_folders_and_lines_point_at_every_image(tmp
 def test_a_rerun_changes_nothing_and_says_so(tmp_path):
     make_dataset(tmp_path, train=2, test=1)
     assert annotate(tmp_path).returncode == 0
-    outputs = [tmp_path / "cls_train.txt", tmp_path / "cls_test.txt",
+    outputs = [tmp_path / "cls_train.txt", tmp_path / "cls_val.txt", tmp_path / "cls_test.txt",
                tmp_path / "model_data/cls_classes.txt"]
     before = {p: p.stat().st_mtime_ns for p in outputs}
     result = annotate(tmp_path)
     assert result.returncode == 0
-    assert result.stdout.count("(unchanged)") == 3
+    assert result.stdout.count("(unchanged)") == 4
     assert {p: p.stat().st_mtime_ns for p in outputs} == before
 
 
@@ -107,7 +108,7 @@ def test_unusable_images_are_skipped_and_listed_with_a_reason(tmp_path):
     (bad / "text.png").write_text("not a picture")
     good = (bad / "000.png").read_bytes()
     (bad / "cut.png").write_bytes(good[: len(good) // 2])
-    result = annotate(tmp_path)
+    result = annotate(tmp_path, "--val-fraction", "0")
     assert result.returncode == 0, result.stderr
     skipped = {w.split()[2].rstrip(":"): w for w in warnings(result) if "skipped" in w}
     assert set(skipped) == {f"datasets/train/dog/{n}" for n in ["empty.jpg", "text.png", "cut.png"]}
@@ -117,8 +118,8 @@ def test_unusable_images_are_skipped_and_listed_with_a_reason(tmp_path):
     assert lines(tmp_path / "cls_train.txt") == [
         "0;datasets/train/cat/000.png", "0;datasets/train/cat/001.png",
         "1;datasets/train/dog/000.png", "1;datasets/train/dog/001.png"]
-    assert any(l.split() == ["dog", "2", "1", "3"] for l in result.stdout.splitlines())
-    assert any(l.split() == ["total", "4", "2", "3"] for l in result.stdout.splitlines())
+    assert any(l.split() == ["dog", "2", "0", "1", "3"] for l in result.stdout.splitlines())
+    assert any(l.split() == ["total", "4", "0", "2", "3"] for l in result.stdout.splitlines())
 
 
 def test_an_empty_class_warns_and_keeps_its_class_id(tmp_path):
@@ -140,11 +141,11 @@ def _only_empty_files(root):
 
 @pytest.mark.parametrize("setup, needle", [
     (lambda root: None, "datasets/train"),
-    (lambda root: (root / "datasets/train").mkdir(parents=True), "datasets/test"),
+    (lambda root: (root / "datasets/train").mkdir(parents=True), "no class folders"),
     (lambda root: [(root / "datasets" / s).mkdir(parents=True) for s in ("train", "test")],
      "no class folders"),
     (_only_empty_files, "no usable"),
-], ids=["no-datasets", "no-test", "no-classes", "nothing-usable"])
+], ids=["no-datasets", "train-only-and-empty", "no-classes", "nothing-usable"])
 def test_a_missing_or_empty_dataset_is_a_clean_error(tmp_path, setup, needle):
     setup(tmp_path)
     (tmp_path / "model_data").mkdir(exist_ok=True)
@@ -187,7 +188,7 @@ def test_a_label_out_of_range_is_reported(tmp_path):
     path = tmp_path / "cls_test.txt"
     path.write_text("0;a.png\n5;b.png\n")
     with pytest.raises(UserError, match=r"cls_test.txt:2: class id 5 is out of range for 2"):
-        read_annotation(path, num_classes=2)
+        read_annotation(path, ["a", "b"])
 
 
 def test_written_paths_are_relative_inside_the_folder_and_absolute_outside(tmp_path):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import (assert_clean_error, make_cifar10_archive, make_dataset, run_script,
+from tests.helpers import (assert_clean_error, listed, make_cifar10_archive, make_dataset, run_script,
                            snapshot)
 
 #: No test may reach the network: downloads go to a closed local port and fail at once.
@@ -36,7 +36,7 @@ def test_export_writes_lossless_pngs_in_class_folders(tmp_path):
                    for p in (tmp_path / "datasets/train").rglob("*.png"))
     assert len(train) == 20 and train[:2] == ["cat/00001.png", "cat/00004.png"]
     assert len(list((tmp_path / "datasets/test").rglob("*.png"))) == 3
-    assert len((tmp_path / "cls_train.txt").read_text().splitlines()) == 20
+    assert len(listed(tmp_path, "train", "val")) == 20  # val: held out of train/
 
     # Image 6 is row 2 of data_batch_2, label 6 % 3 = frog; its pixels survive exactly.
     with tarfile.open(archive) as tar:

@@ -30,7 +30,7 @@ def annotated(tmp_path) -> Path:
 def batches(annotation, *, train: bool, cache: bool, cache_dir) -> tuple[torch.Tensor, torch.Tensor]:
     """Every image and label of ``annotation`` through one of the two paths: in file order
     for evaluation; for training (shuffled), in an order fixed by the pixels alone."""
-    source = make_batches(read_annotation(annotation, 2), GEOMETRY, 8, train=train,
+    source = make_batches(read_annotation(annotation, ["cat", "dog"]), GEOMETRY, 8, train=train,
                           device=torch.device("cpu"), source=annotation,
                           loading=Loading(cache_dir=cache_dir if cache else None))
     if not train:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import assert_clean_error, make_dataset, run_script, snapshot
+from tests.helpers import assert_clean_error, listed, make_dataset, run_script, snapshot
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_import_copies_the_files_byte_for_byte_and_annotates(project, source, ki
         assert files_under(project / "datasets" / split) == files_under(source / split)
     assert (project / "datasets/README.md").exists()  # the rest of datasets/ is left alone
     assert not [p for p in (project / "datasets").iterdir() if p.name.startswith(".")]
-    assert len((project / "cls_train.txt").read_text().splitlines()) == 4
+    assert len(listed(project, "train", "val")) == 4  # val: held out of train/
     assert (project / "model_data/cls_classes.txt").read_text() == "cat\ndog\n"
 
 

@@ -139,7 +139,7 @@ def test_torchrun_two_processes_match_single_process_eval(project):
     ckpt = load_checkpoint(project / "logs" / "ddp" / "last.pth")
     spec = check_checkpoint(ckpt, "last.pth")
     annotation = project / "cls_test.txt"
-    batches = make_batches(read_annotation(annotation, 3), spec.geometry, 16, train=False,
+    batches = make_batches(read_annotation(annotation, spec.classes), spec.geometry, 16, train=False,
                            device=torch.device("cpu"), source=annotation,
                            loading=Loading(cache_dir=None))
     execution = Execution.create(spec, torch.device("cpu"))  # channels-last, as trained
@@ -171,7 +171,7 @@ def test_bad_input_is_one_line_and_writes_nothing(project, args, needle):
 def test_class_count_mismatch_is_reported(project):
     (project / "model_data" / "cls_classes.txt").write_text("blue\ngreen\n")
     assert_clean_error(run_script("train.py", *FAST, "--epochs", "1", cwd=project),
-                       "out of range")
+                       "written for another class list")
 
 
 def test_existing_run_is_never_overwritten(project):

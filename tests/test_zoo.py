@@ -16,9 +16,13 @@ torch-based scripts in a few seconds, ``train.py`` and ``benchmark.py`` in about
 """
 from __future__ import annotations
 
+import io
 import json
+import os
 import shutil
 import struct
+import tarfile
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +39,7 @@ from tests.helpers import (COLOURS, make_dataset, make_image, run_script, snapsh
                            working_directory)
 from tests.test_predict import make_checkpoint
 from tests.test_train import FAST
+from utils.annotation import read_annotation
 from utils.checkpoint import load_checkpoint, save_checkpoint
 
 CLASSES = ["blue", "green", "red"]
@@ -262,6 +267,84 @@ def write_classes(*names):
                       lambda p: p.write_text("".join(f"{n}\n" for n in names)))
 
 
+def add_path(*names, make=None):
+    """Put ``names`` (str, or bytes for names that are not UTF-8) under datasets/train/: a
+    copy of a good image each, or what ``make(path)`` makes."""
+    def setup(project):
+        for name in names:
+            path = project / "datasets/train" / os.fsdecode(name)
+            path.parent.mkdir(exist_ok=True)
+            make(path) if make else shutil.copy(project / GOOD, path)
+    return setup
+
+
+def link(name, target):
+    """datasets/<name> -> ``target`` (relative to the link's folder)."""
+    def setup(project):
+        (project / "datasets" / name).symlink_to(target)
+    return setup
+
+
+def hard_link_under_two_classes(project):
+    os.link(project / GOOD, project / "datasets/train/blue/twin.png")
+
+
+def source_folder(change=lambda src: None):
+    """files/src/: a copy of the dataset to import with --from, changed by ``change``."""
+    def setup(project):
+        shutil.copytree(project / "datasets", project / "files/src", symlinks=True)
+        change(project / "files/src")
+    return setup
+
+
+def datasets_is_a_file(project):
+    source_folder()(project)
+    shutil.rmtree(project / "datasets")
+    (project / "datasets").write_text("not a folder\n")
+
+
+class _Zeros(io.RawIOBase):
+    """``size`` zero bytes, streamed: what a bomb unpacks to."""
+
+    def __init__(self, size):
+        self.left = size
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        n = min(len(buffer), self.left)
+        buffer[:n] = bytes(n)
+        self.left -= n
+        return n
+
+
+BOMB_SIZE = 100 * 2**20  # over the 64 MiB every archive may unpack to
+
+
+def archive_bomb(kind):
+    """files/bomb.<kind>: a valid dataset plus one 100 MiB file of zeros (about 100 KB)."""
+    def setup(project):
+        path = project / f"files/bomb.{kind}"
+        good = (project / GOOD).read_bytes()
+        if kind == "zip":
+            with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+                zf.writestr("train/red/000.png", good)
+                zf.writestr("test/red/000.png", good)
+                with zf.open("train/red/zeros.png", "w") as out:
+                    shutil.copyfileobj(_Zeros(BOMB_SIZE), out)
+        else:
+            with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+                for name, size, data in [("train/red/000.png", len(good), io.BytesIO(good)),
+                                         ("test/red/000.png", len(good), io.BytesIO(good)),
+                                         ("train/red/zeros.png", BOMB_SIZE, _Zeros(BOMB_SIZE))]:
+                    info = tarfile.TarInfo(name)
+                    info.size = size
+                    tar.addfile(info, data)
+        assert path.stat().st_size < BOMB_SIZE / 100
+    return setup
+
+
 NOT_CHECKPOINTS = {
     "text": lambda p: p.write_text("weights: see the shared drive\n"),
     "random-bytes": lambda p: p.write_bytes(np.random.default_rng(0).bytes(4096)),
@@ -281,8 +364,10 @@ def not_a_checkpoint(kind):
 
 
 def listed_in_annotation(*names):
+    """Each image is listed, in cls_train.txt or in a set held out of train/."""
     def check(project, result):
-        listed = (project / "cls_train.txt").read_text()
+        listed = "".join((project / f"cls_{split}.txt").read_text()
+                         for split in ("train", "val", "test"))
         for name in names:
             assert f"datasets/train/red/{name}" in listed, name
     return check
@@ -312,6 +397,23 @@ def good_image_still_predicted(name):
     return check
 
 
+def lists_only_good_images(count):
+    """cls_train.txt and cls_val.txt (held out of train/) read back cleanly (UTF-8, one
+    entry per line) and list ``count`` images, each under the class folder it is in."""
+    def check(project, result):
+        classes = (project / "model_data/cls_classes.txt").read_text().splitlines()
+        samples = [s for split in ("train", "val")
+                   for s in read_annotation(project / f"cls_{split}.txt", classes)]
+        assert len(samples) == count, samples
+        for label, path in samples:
+            assert Path(path).parent.name == classes[label], (label, path)
+    return check
+
+
+def error_is_short(project, result):
+    assert len(messages(result.stderr, "error")[0]) < 250, result.stderr
+
+
 def train_ran(project, result):
     assert (project / "logs/new/last.pth").is_file()
 
@@ -336,6 +438,7 @@ class Case:
     says: tuple[tuple[str, ...], ...] = ()
     env: dict = field(default_factory=dict)
     check: Callable | None = None
+    stdin: str | None = None
 
 
 def row(id, script, *args, **kwargs):
@@ -365,6 +468,72 @@ ROWS = [
         check=good_image_still_predicted(GOOD)),
     row("annotate-pixel-limit-not-a-number", "txt_annotation.py", *ANNOTATE,
         env={"MAX_IMAGE_PIXELS": "lots"}, says=[("MAX_IMAGE_PIXELS", "lots")]),
+    # --- names that cannot round-trip through the annotation files, links, special files
+    row("annotate-class-name-with-newline", "txt_annotation.py", *ANNOTATE,
+        setup=add_path("re\nd/000.png"), says=[("train/re\\nd", "control character")]),
+    row("annotate-class-name-with-trailing-space", "txt_annotation.py", *ANNOTATE,
+        setup=add_path("red /000.png"), says=[("train/red '", "whitespace")]),
+    row("annotate-class-name-only-a-space", "txt_annotation.py", *ANNOTATE,
+        setup=add_path(" /000.png"), says=[("train/ '", "whitespace")]),
+    row("annotate-class-name-not-utf8", "txt_annotation.py", *ANNOTATE,
+        setup=add_path(b"r\xe9d/000.png"), says=[("train/r\\xe9d", "not valid utf-8")]),
+    row("annotate-class-names-in-two-unicode-forms", "txt_annotation.py", *ANNOTATE,
+        setup=add_path("caf\u00e9/0.png", "cafe\u0301/0.png"), says=[("unicode forms",)]),
+    row("annotate-file-name-not-utf8", "txt_annotation.py", *ANNOTATE,
+        setup=add_path(b"red/\xff.png"), exit=0,
+        says=[("red/\\xff.png", "not valid utf-8")], check=lists_only_good_images(24)),
+    row("annotate-file-name-with-newline", "txt_annotation.py", *ANNOTATE,
+        setup=add_path("red/a\nb.png"), exit=0,
+        says=[("red/a\\nb.png", "control character")], check=lists_only_good_images(24)),
+    row("annotate-named-pipe", "txt_annotation.py", *ANNOTATE,
+        setup=add_path("red/pipe.png", make=os.mkfifo), exit=0,
+        says=[("red/pipe.png", "named pipe")], check=lists_only_good_images(24)),
+    row("annotate-class-linked-to-its-split", "txt_annotation.py", *ANNOTATE,
+        setup=link("train/all", "."), says=[("train/all", "listed twice")]),
+    row("annotate-class-linked-to-another", "txt_annotation.py", *ANNOTATE,
+        setup=link("train/rouge", "red"), says=[("train/rouge", "listed twice")]),
+    row("annotate-test-class-linked-to-train", "txt_annotation.py", *ANNOTATE,
+        setup=link("test/all", "../train/red"), says=[("test/all", "listed twice")]),
+    row("annotate-image-linked-within-its-split", "txt_annotation.py", *ANNOTATE,
+        setup=link("train/blue/red.png", "../red/000.png"), exit=0,
+        says=[("blue/red.png", "listed twice")], check=lists_only_good_images(24)),
+    row("annotate-one-file-under-two-classes", "txt_annotation.py", *ANNOTATE,
+        setup=hard_link_under_two_classes, exit=0,
+        says=[("blue/twin.png", "two labels"), (GOOD, "two labels")],
+        check=lists_only_good_images(23)),
+    row("predict-piped-stdin", "predict.py", "/dev/stdin", GOOD, stdin="\x89PNG not really",
+        exit=0, says=[("/dev/stdin", "not a regular file")],
+        check=good_image_still_predicted(GOOD)),
+    row("annotate-cache-folder-is-a-file", "txt_annotation.py", *ANNOTATE,
+        setup=write_file(".cache", lambda p: shutil.rmtree(p) or p.write_text("")), exit=0,
+        says=[("not cached", ".cache")]),
+    row("annotate-empty-test-split", "txt_annotation.py", *ANNOTATE,
+        setup=remove("datasets/test/blue", "datasets/test/green", "datasets/test/red"), exit=0,
+        says=[("datasets/test/", "no usable images", "held out")]),
+    row("eval-empty-test-list", "eval.py", *EVAL, setup=write_file("cls_test.txt",
+                                                                   lambda p: p.write_text("")),
+        says=[("cls_test.txt", "datasets/test/<class>/")]),
+    # --- --from imports: refused whole, datasets/ left as it was (even with --force)
+    row("import-folder-with-link-out", "txt_annotation.py", *ANNOTATE, "--force",
+        "--from", "files/src", setup=source_folder(
+            lambda src: (src / "train/red/passwd.png").symlink_to("/etc/passwd")),
+        says=[("passwd.png", "is a link")]),
+    row("import-folder-with-link-loop", "txt_annotation.py", *ANNOTATE, "--force",
+        "--from", "files/src", setup=source_folder(
+            lambda src: (src / "train/red/up").symlink_to("..")),
+        says=[("red/up", "is a link")], check=error_is_short),
+    row("import-folder-with-named-pipe", "txt_annotation.py", *ANNOTATE, "--force",
+        "--from", "files/src", setup=source_folder(lambda src: os.mkfifo(src / "test/red/p.png")),
+        says=[("p.png", "special file")]),
+    row("import-folder-with-unusable-class-name", "txt_annotation.py", *ANNOTATE, "--force",
+        "--from", "files/src", setup=source_folder(
+            lambda src: (src / "train/red").rename(src / "train/red ")),
+        says=[("train/red '", "whitespace")]),
+    row("import-into-datasets-that-is-a-file", "txt_annotation.py", *ANNOTATE,
+        "--from", "files/src", setup=datasets_is_a_file, says=[("datasets", "not a folder")]),
+    *[row(f"import-{kind}-bomb", "txt_annotation.py", *ANNOTATE, "--force", "--from",
+          f"files/bomb.{kind}", setup=archive_bomb(kind), says=[("refused", "zip bomb")])
+      for kind in ("zip", "tar.gz")],
     # --- image flavours that are converted, not errors
     *[row(f"annotate-{name}", "txt_annotation.py", *ANNOTATE, setup=add_converted(name), exit=0,
           check=listed_in_annotation(name)) for name in CONVERTED],
@@ -391,13 +560,17 @@ ROWS = [
         setup=damage_after_annotation("datasets/test/blue/000.png"), exit=0,
         says=[("blue/000.png", "truncated")]),
     # --- checkpoints of another backbone or class count
+    # a checkpoint names its own classes: another project's class list is no reason to warn...
     row("predict-checkpoint-of-other-classes", "predict.py", GOOD, "--model", "files/five.pth",
-        exit=0, says=[("classes differ", "cls_classes.txt")],
-        check=good_image_still_predicted(GOOD)),
+        exit=0, check=good_image_still_predicted(GOOD)),
+    # ... but a class list the user names must be the model's
+    row("predict-checkpoint-of-other-classes-named", "predict.py", GOOD, "--model",
+        "files/five.pth", "--classes", "model_data/cls_classes.txt",
+        says=[("class names differ", "'blue'", "'a'")]),
     row("predict-checkpoint-of-other-backbone", "predict.py", GOOD, "--model", "files/v1.pth",
         "--backbone", "mobilenetv2", says=[("mobilenetv1", "mobilenetv2")]),
     row("eval-checkpoint-of-fewer-classes", "eval.py", *EVAL, "--model", "files/two.pth",
-        says=[("out of range", "2 classes")]),
+        says=[("class names differ", "'red'", "does not know")]),
     row("eval-checkpoint-mislabelled-backbone", "eval.py", *EVAL, "--model", "files/liar.pth",
         says=[("liar.pth", "do not fit mobilenetv1")]),
     row("train-resume-after-class-list-changed", "train.py", *RESUME,
@@ -460,7 +633,8 @@ def test_bad_input(project, case: Case, record_property):
         case.setup(project)
     before = {folder: snapshot(project / folder) for folder in WATCHED}
 
-    result = run_script(case.script, *case.args, cwd=project, env=case.env, timeout=120)
+    result = run_script(case.script, *case.args, cwd=project, env=case.env, timeout=120,
+                        input=case.stdin)
 
     output = result.stdout + result.stderr
     assert "Traceback" not in output, output[-3000:]

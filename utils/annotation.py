@@ -20,7 +20,7 @@ moved or shared as a whole; images elsewhere get absolute paths.  Reading resolv
 paths against that same folder, so the lists work from any working directory.
 
 Before an image is listed it is fully decoded with :func:`utils.image.load_image`, in a
-process pool; verdicts are cached by (path, size, mtime) so that re-runs over 60,000 images
+process pool; verdicts are cached by path and file stamp so that re-runs over 60,000 images
 take seconds.
 """
 from __future__ import annotations
@@ -41,6 +41,7 @@ from utils import splits
 from utils.cli import UserError, warn
 from utils.fileio import write_atomic
 from utils.image import IMAGE_EXTENSIONS, image_problem, is_image_file, pixel_limit
+from utils.names import class_name_problem, name_problem, same_names, shown
 
 DEFAULT_CLASSES = "model_data/cls_classes.txt"
 #: The annotation file of each split, as txt_annotation.py writes them (in the project root).
@@ -88,7 +89,8 @@ def read_annotation(path: str | os.PathLike, classes: Sequence[str] | None = Non
             if written_for and classes is not None \
                     and written_for[2] != class_fingerprint(classes):
                 raise UserError(f"{path} was written for another class list ({written_for[1]} "
-                                f"classes) than the {len(classes)} given: {_HINT} again")
+                                f"classes) than the one in use ({len(classes)} classes): "
+                                "re-run `python txt_annotation.py`")
             continue
         if not line.strip():
             continue
@@ -103,7 +105,10 @@ def read_annotation(path: str | os.PathLike, classes: Sequence[str] | None = Non
                             f"{len(classes)} classes (stale annotations? {_HINT})")
         samples.append((class_id, os.path.join(base, image)))
     if not samples and not allow_empty:
-        raise UserError(f"annotation file {path} lists no images: {_HINT}")
+        split = Path(path).stem.removeprefix("cls_")
+        raise UserError(f"annotation file {path} lists no images: put images in "
+                        f"datasets/{split}/<class>/ (or the dataset folder it was written "
+                        f"from), then run `python txt_annotation.py`")
     return samples
 
 
@@ -152,8 +157,8 @@ def _write_if_changed(path: Path, text: str) -> bool:
     try:
         if path.read_text(encoding="utf-8") == text:
             return False
-    except (FileNotFoundError, UnicodeDecodeError):
-        pass
+    except (OSError, UnicodeDecodeError):
+        pass  # missing or unreadable: writing it says why, if it cannot be written either
     write_atomic(path, text)
     return True
 
@@ -162,42 +167,204 @@ def _write_if_changed(path: Path, text: str) -> bool:
 # Scanning dataset folders
 
 
+# Links.  A dataset may keep its images elsewhere (``datasets/train -> /data/train``, a class
+# folder or an image linked from another disk), so links are followed when they lead outside
+# the split folders.  A link into a split folder (train/, val/, test/), or to a folder holding
+# one, would list the same files twice -- a class linked to train/ or to another class, a
+# test class linked to its train class -- so it is refused: an error for a class folder, a
+# skipped entry below one.  On top of that, files are identified by (device, inode), so a
+# file reached twice (hard links, two links to one outside folder) is listed once: under
+# two classes it is skipped in both, since its label is ambiguous.
+
+#: Sub-folders of a dataset that are scanned: a link must not lead into (or around) one.
+SPLIT_NAMES = ("train", "val", "test")
+
+
 @dataclass
 class SplitScan:
     """What one split folder (``datasets/train`` or ``datasets/test``) holds."""
 
     images: dict[str, list[str]] = field(default_factory=dict)  #: class -> sorted image paths
     ignored: list[str] = field(default_factory=list)  #: files without an image extension
+    #: Files and folders that cannot be listed -> why (a name that cannot be written, a link
+    #: into a split, a file seen twice).  The images among them are also in ``images``, so
+    #: they are counted as skipped.
+    unusable: dict[str, str] = field(default_factory=dict)
 
 
 def find_classes(split_dir: str | os.PathLike) -> list[str]:
-    """Sorted names of the non-hidden sub-folders of ``split_dir``."""
-    with os.scandir(split_dir) as entries:
-        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    """Sorted names of the non-hidden sub-folders of ``split_dir``: the class folders.
+
+    A name that cannot round-trip through ``cls_classes.txt`` (see :mod:`utils.names`), two
+    names that differ only in their Unicode form, and a class folder that links into a split
+    folder are a :class:`UserError` naming the folder, raised before anything is written.
+    """
+    splits = _split_folders(split_dir)
+    names = []
+    for entry in _split_entries(split_dir):
+        if entry.name.startswith(".") or not _is_dir(entry):
+            continue
+        problem = class_name_problem(entry.name)
+        if problem:
+            raise UserError(f"class folder '{shown(entry.path)}' cannot be used: {problem} "
+                            f"(rename the folder)")
+        problem = _link_problem(entry, splits)
+        if problem:
+            raise UserError(f"class folder {shown(entry.path)} cannot be used: {problem}")
+        names.append(entry.name)
+    same = same_names(names)
+    if same:
+        raise UserError(f"class folders {' and '.join(map(repr, same))} in {shown(split_dir)}/ "
+                        f"are one name written in two Unicode forms: merge them")
+    return sorted(names)
 
 
-def scan_split(split_dir: str | os.PathLike) -> SplitScan:
-    """Image files per class folder of ``split_dir`` (searched recursively).
+def scan_splits(folders: dict[str, str | os.PathLike]) -> dict[str, SplitScan]:
+    """Image files per class folder (searched recursively) of each split folder of a dataset.
 
     Hidden files and folders (``.DS_Store``, ``.ipynb_checkpoints``, ...) are skipped
     silently; other files without an image extension, including loose files next to the
-    class folders, are returned in ``ignored`` so the user can be told.
+    class folders, are returned in ``ignored`` so the user can be told.  No file is listed
+    twice (see the notes on links above): ``folders`` go in order, train first, and a file
+    found in two splits is kept in the first only (a test image must not be a training
+    image); one under two classes is kept in none.
     """
-    scan = SplitScan()
-    with os.scandir(split_dir) as entries:
-        scan.ignored = sorted(e.path for e in entries
-                              if not e.is_dir() and not e.name.startswith("."))
+    scanned = {split: _scan(folder) for split, folder in folders.items()}
+    _drop_twins(list(scanned.values()))
+    return {split: scan for split, (scan, _) in scanned.items()}
+
+
+def _scan(split_dir) -> tuple[SplitScan, dict[str, tuple[int, int]]]:
+    """One split's :class:`SplitScan`, and the (device, inode) of each image listed."""
+    problem = name_problem(os.path.abspath(split_dir))
+    if problem:  # every image path would hold it
+        raise UserError(f"{shown(os.path.abspath(split_dir))}/ cannot be used: {problem}, "
+                        f"and its image paths could not be written to the annotation files")
+    scan, identities = SplitScan(), {}
+    scan.ignored = sorted(e.path for e in _split_entries(split_dir)
+                          if not e.name.startswith(".") and not _is_dir(e))
+    splits = _split_folders(split_dir)
     for name in find_classes(split_dir):
-        files = []
-        for folder, subdirs, names in os.walk(os.path.join(split_dir, name)):
-            subdirs[:] = [d for d in subdirs if not d.startswith(".")]
-            for file in names:
-                if is_image_file(file):
-                    files.append(os.path.join(folder, file))
-                elif not file.startswith("."):
-                    scan.ignored.append(os.path.join(folder, file))
+        # Per class: one folder linked under two classes must show up under both, so that
+        # its files are seen to be twins.
+        walked: dict[tuple[int, int], str] = {}
+        files, todo = [], [os.path.join(split_dir, name)]
+        while todo:
+            folder = todo.pop()
+            listed = _listing(folder, walked)
+            if isinstance(listed, str):
+                scan.unusable[folder] = listed
+                continue
+            entries, device = listed
+            for entry in entries:
+                problem = name_problem(entry.name) or _link_problem(entry, splits)
+                if _is_dir(entry):
+                    if problem:
+                        scan.unusable[entry.path] = problem
+                    else:
+                        todo.append(entry.path)
+                elif not is_image_file(entry.name):
+                    scan.ignored.append(entry.path)
+                else:
+                    files.append(entry.path)
+                    if problem:
+                        scan.unusable[entry.path] = problem
+                    else:
+                        identity = _identity(entry, device)
+                        if identity:  # else a broken link: checking the image says so
+                            identities[entry.path] = identity
         scan.images[name] = sorted(files)
-    return scan
+    return scan, identities
+
+
+def _split_entries(split_dir) -> list[os.DirEntry]:
+    """The entries of a split folder; one that cannot be listed is a :class:`UserError`."""
+    try:
+        with os.scandir(split_dir) as entries:
+            return list(entries)
+    except OSError as exc:
+        raise UserError(f"cannot read {shown(split_dir)}/: {exc.strerror or exc}") from None
+
+
+def _listing(folder: str, walked: dict[tuple[int, int], str]
+             ) -> tuple[list[os.DirEntry], int] | str:
+    """The non-hidden entries of ``folder`` and its device, or why it is not walked.
+
+    ``walked`` maps the (device, inode) of the folders of this class walked so far to their
+    path: a folder reached again (through links, maybe in a loop) is walked once.
+    """
+    try:
+        info = os.stat(folder)
+        key = (info.st_dev, info.st_ino)
+        if key in walked:
+            return f"the same folder as {shown(walked[key])}, reached again through a link"
+        walked[key] = folder
+        with os.scandir(folder) as listing:
+            return [e for e in listing if not e.name.startswith(".")], info.st_dev
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+
+
+def _identity(entry: os.DirEntry, device: int) -> tuple[int, int] | None:
+    """(device, inode) of the file ``entry`` is or links to; None for a broken link."""
+    if not entry.is_symlink():
+        return device, entry.inode()  # the listing carries it: no system call
+    try:
+        target = entry.stat()
+    except OSError:
+        return None
+    return target.st_dev, target.st_ino
+
+
+def _split_folders(split_dir) -> list[str]:
+    """Real paths of ``split_dir`` and then of its sibling split folders."""
+    dataset = os.path.dirname(os.path.abspath(split_dir))
+    folders = [os.path.realpath(split_dir)]
+    folders += [os.path.realpath(os.path.join(dataset, name)) for name in SPLIT_NAMES
+                if os.path.isdir(os.path.join(dataset, name))]
+    return list(dict.fromkeys(folders))
+
+
+def _link_problem(entry: os.DirEntry, splits: list[str]) -> str | None:
+    """Why link ``entry`` must not be followed (see the notes on links), or None."""
+    if not entry.is_symlink() or not os.path.exists(entry.path):
+        return None  # not a link, or a broken one: checking the image says so
+    target = os.path.realpath(entry.path)
+    for split in splits:
+        where = {split: "inside", target: "around"}.get(os.path.commonpath([target, split]))
+        if where:
+            return (f"it links to {shown(target)}, {where} the split folder {shown(split)}, so "
+                    f"its images would be listed twice (only links out of the splits are "
+                    f"followed)")
+    return None
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """``entry.is_dir()``, False for a link that loops or cannot be followed."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _drop_twins(scanned: list[tuple[SplitScan, dict[str, tuple[int, int]]]]) -> None:
+    """Mark every listing of a file after its first as unusable, and all of them when the
+    file is under two classes."""
+    places: dict[tuple[int, int], list[tuple[SplitScan, str, str]]] = {}
+    for scan, identities in scanned:
+        for name, paths in scan.images.items():
+            for path in paths:
+                if path in identities and path not in scan.unusable:
+                    places.setdefault(identities[path], []).append((scan, name, path))
+    for found in places.values():
+        if len({name for _, name, _ in found}) > 1:
+            for scan, name, path in found:
+                other = next(p for _, n, p in found if n != name)
+                scan.unusable[path] = (f"the same file as {shown(other)}, of another class: "
+                                       f"one image cannot have two labels")
+        else:
+            for scan, _, path in found[1:]:
+                scan.unusable[path] = f"the same file as {shown(found[0][2])}, listed once"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,26 +376,31 @@ def check_images(paths: Sequence[str], workers: int = 1,
     """Fully decode every file; returns ``{path: reason}`` for those that fail.
 
     Decoding runs in ``workers`` processes (in this process when ``workers <= 1``).  With
-    ``cache_file``, verdicts are remembered per (path, size, mtime) so a re-run only decodes
-    new or changed files; the whole cache is dropped when Pillow's version or the pixel limit
-    changes, since either can change a verdict.
+    ``cache_file``, verdicts are remembered per path and :func:`_stamp` so a re-run only
+    decodes new or changed files; the whole cache is dropped when Pillow's version or the
+    pixel limit changes, since either can change a verdict.  A cache that cannot be saved
+    is only a warning: the next run checks everything again.
     """
-    version = f"pillow {PIL.__version__}, max pixels {pixel_limit()}"
+    version = f"stamps 2, pillow {PIL.__version__}, max pixels {pixel_limit()}"
     cache = _read_cache(cache_file, version)
     keys = {p: os.path.abspath(p) for p in paths}
     stamps = {p: _stamp(p) for p in paths}  # taken before decoding: a later edit re-checks
     verdicts, todo = {}, []
     for p in paths:
         entry = cache.get(keys[p])
-        if entry is not None and stamps[p] is not None and entry[:2] == stamps[p]:
-            verdicts[p] = entry[2]
+        if (stamps[p] is not None and isinstance(entry, list) and entry[:-1] == stamps[p]
+                and isinstance(entry[-1], (str, type(None)))):
+            verdicts[p] = entry[-1]
         else:
             todo.append(p)
     for p, reason in zip(todo, _decode_all(todo, workers)):
         verdicts[p] = reason
     if cache_file is not None:
         entries = {keys[p]: [*stamps[p], verdicts[p]] for p in paths if stamps[p]}
-        write_atomic(Path(cache_file), json.dumps({"version": version, "files": entries}))
+        try:
+            write_atomic(Path(cache_file), json.dumps({"version": version, "files": entries}))
+        except UserError as exc:
+            warn(f"image checks not cached ({exc}): the next run checks every image again")
     return {p: reason for p, reason in verdicts.items() if reason is not None}
 
 
@@ -249,11 +421,18 @@ def _decode_all(paths: list[str], workers: int) -> Iterator[str | None]:
 
 
 def _stamp(path: str) -> list[int] | None:
+    """Size, mtime, change time and inode: one version of a file, known without reading it.
+
+    The mtime alone can be set back (``cp -p``, ``tar x``, ``touch -r`` restore it), so an
+    image replaced by one of the same size would pass for the old one; the change time
+    cannot be set from user space and moves on every write, rename or ``utime()``, and a
+    file replaced by another gets a new inode or a new change time.
+    """
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return [st.st_size, st.st_mtime_ns]
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
 def _read_cache(file: str | os.PathLike | None, version: str) -> dict[str, list]:
@@ -297,7 +476,7 @@ def prepare_annotations(datasets: str | os.PathLike = "datasets",
         raise UserError(f"{train_dir}/ has no class folders: put each class's images "
                         f"in {train_dir}/<class>/")
     folders = {split: datasets / split for split in SPLITS if (datasets / split).is_dir()}
-    scans = {split: scan_split(folder) for split, folder in folders.items()}
+    scans = scan_splits(folders)
     for split in ("val", "test"):
         strays = sorted(set(scans.get(split, SplitScan()).images) - set(classes))
         if strays:
@@ -305,14 +484,17 @@ def prepare_annotations(datasets: str | os.PathLike = "datasets",
                             f"{train_dir}/ (the class list comes from the train folders)")
     ignored = [path for scan in scans.values() for path in scan.ignored]
     if ignored:
-        shown = ", ".join(ignored[:3]) + (", ..." if len(ignored) > 3 else "")
-        warn(f"ignored {len(ignored)} file(s) without an image extension ({shown}); "
+        listed = ", ".join(map(shown, ignored[:3])) + (", ..." if len(ignored) > 3 else "")
+        warn(f"ignored {len(ignored)} file(s) without an image extension ({listed}); "
              f"images must end in {', '.join(IMAGE_EXTENSIONS)}")
 
-    every = [p for scan in scans.values() for files in scan.images.values() for p in files]
-    problems = check_images(every, workers, cache_file=out_dir / ".cache" / "image-checks.json")
+    unusable = {path: why for scan in scans.values() for path, why in scan.unusable.items()}
+    every = [p for scan in scans.values() for files in scan.images.values() for p in files
+             if p not in unusable]
+    problems = {**unusable, **check_images(every, workers,
+                                           cache_file=out_dir / ".cache" / "image-checks.json")}
     for path, reason in problems.items():
-        warn(f"skipped {path}: {reason}")
+        warn(f"skipped {shown(path)}: {reason}")
     usable = {split: {name: [p for p in scan.images.get(name, []) if p not in problems]
                       for name in classes} for split, scan in scans.items()}
     skipped = {name: sum(p in problems for scan in scans.values()
@@ -323,10 +505,13 @@ def prepare_annotations(datasets: str | os.PathLike = "datasets",
     for split, fraction in (("test", test_fraction), ("val", val_fraction)):
         if not any(usable.get(split, {}).values()):
             carved[split] = fraction
+            if split in folders and fraction > 0:
+                warn(f"{folders[split]}/ has no usable images: held out {fraction:.0%} of each "
+                     f"class of {train_dir}/ as the {split} set instead")
             sources[split] = (f"{fraction:.0%} of each class of {train_dir}/ (no images in "
                               f"{datasets / split}/; --{split}-fraction {fraction:g})"
-                              if fraction > 0 else f"none (no {datasets / split}/ and "
-                              f"--{split}-fraction 0)")
+                              if fraction > 0 else f"none (no images in {datasets / split}/ "
+                              f"and --{split}-fraction 0)")
             continue
         sources[split] = f"{folders[split]}/"
         for name in classes:
@@ -348,6 +533,12 @@ def prepare_annotations(datasets: str | os.PathLike = "datasets",
     for split in SPLITS:
         print(f"{split:<5} images: {sources[split]}")
     _warn_about_counts(counts, classes, train_dir, val_fraction)
+    for column, split in enumerate(SPLITS[1:], 1):
+        if split in folders and split not in carved:
+            for name in classes:
+                if not counts[name][column]:
+                    warn(f"class {name!r} has no usable images in {folders[split] / name}/: "
+                         f"it is not in {ANNOTATION_FILES[split]}")
     if not any(usable["train"].values()):
         raise UserError(f"no usable training images in {train_dir}/")
 
@@ -380,7 +571,8 @@ def _warn_about_counts(counts: dict[str, list[int]], classes: Sequence[str], tra
     for name in classes:
         train, val, test, _ = counts[name]
         if train == 0:
-            warn(f"class {name!r} has no usable training images in {train_dir / name}/")
+            warn(f"class {name!r} has no usable images in {train_dir / name}/: there is "
+                 "nothing to learn it from")
         elif train == 1 and val == 0 and val_fraction > 0:
             warn(f"class {name!r} has 1 usable training image: kept for training, none held "
                  "out to validate it (add images)")

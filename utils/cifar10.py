@@ -26,6 +26,7 @@ from PIL import Image
 
 from utils.cli import UserError
 from utils.dataset_import import install_dataset
+from utils.names import class_name_problem
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -145,7 +146,7 @@ def _class_names(raw) -> list[str]:
     for name in names:
         # A name must not be able to point anywhere else, or to break the class list file.
         if (not name.isprintable() or name.startswith(".") or "/" in name or "\\" in name
-                or not name.strip()):
+                or class_name_problem(name)):
             raise UserError(f"CIFAR-10 archive has an unusable class name {name!r}")
     if len(set(names)) != len(names):
         raise UserError(f"CIFAR-10 archive lists a class name twice: {names}")

@@ -115,12 +115,18 @@ def _cache_slot(source, geometry: Geometry, train: bool) -> str:
 
 
 def _cache_key(samples) -> str:
-    """Changes whenever a listed file or the list itself changes (the slot holds the geometry)."""
+    """Changes whenever a listed file or the list itself changes (the slot holds the geometry).
+
+    A file is known by its size, mtime, change time and inode: the mtime alone can be set
+    back (``cp -p``, ``tar x``, ``touch -r``), the change time cannot, and a replaced file
+    has a new inode or change time.  (Copying the whole project therefore rebuilds it.)
+    """
     h = hashlib.sha1(f"{CACHE_FORMAT};".encode())
     for label, path in samples:
         try:
             st = os.stat(path)
-            h.update(f"{label};{path};{st.st_size};{st.st_mtime_ns}\n".encode())
+            h.update(f"{label};{path};{st.st_size};{st.st_mtime_ns};{st.st_ctime_ns};"
+                     f"{st.st_ino}\n".encode())
         except OSError:
             h.update(f"{label};{path};missing\n".encode())
     return h.hexdigest()[:20]

@@ -11,7 +11,16 @@ install removes it.)
 .tar.gz, ...) holding ``train/<class>/...`` and ``test/<class>/...``, optionally wrapped in
 one top-level folder.  Archives come from strangers, so every member is vetted before it is
 written, and only ever inside the staging folder: an absolute path, a ``..`` component, a
-link or a device file aborts the whole import.  Files are copied byte for byte.
+link or a device file aborts the whole import.  A folder is held to the same rule: it may
+hold regular files and folders only (a link could copy in ``/etc/passwd``, or loop).
+Hidden files are skipped.  Files are copied byte for byte.
+
+Size: the bytes actually written are counted (an archive's declared sizes can lie), plus
+4 KiB per file and folder (what an empty file still costs).  An archive may unpack to at
+most ``max_ratio`` times its own size (:data:`DEFAULT_MAX_RATIO`, or ``$DATASET_MAX_RATIO``,
+or ``txt_annotation.py --max-ratio``; at least 64 MiB whatever the ratio), which stops zip
+bombs, and any import must leave room on the target's disk (see :class:`_Budget`).  Either
+limit is one clear error, and the target is left as it was.
 """
 from __future__ import annotations
 
@@ -27,17 +36,30 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 from utils.cli import UserError
+from utils.names import class_name_problem, same_names, shown
 
 SPLITS = ("train", "test")
 _IGNORED_TOP_LEVEL = {"__MACOSX"}  # resource forks added by macOS's "Compress"
+
+#: How many times its own size an archive may unpack to.  Photos and PNGs barely compress
+#: and even uncompressed BMP/TIFF datasets stay far below; a zip bomb is 1,000x and more.
+DEFAULT_MAX_RATIO = 100.0
+RATIO_ENV = "DATASET_MAX_RATIO"
+_RATIO_FLOOR = 64 * 2**20  # small archives of flat images may compress well: no bomb
+_BLOCK = 4096  # each file or folder takes at least a block on disk
+_RESERVE = 2**30  # free space an import leaves on the disk (at most; 10% of what is free)
+_RESERVE_FILES = 100_000  # free inodes it leaves, likewise
 
 
 def has_dataset(target: str | os.PathLike) -> bool:
     """True when ``target/train`` or ``target/test`` holds anything (hidden files aside)."""
     for split in SPLITS:
         folder = Path(target) / split
-        if folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir()):
-            return True
+        try:
+            if folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir()):
+                return True
+        except OSError:
+            return True  # cannot be listed: never replace it unasked
     return False
 
 
@@ -52,23 +74,52 @@ def install_dataset(target: str | os.PathLike, build: Callable[[Path], None],
     target = Path(target)
     if has_dataset(target) and not replace:
         raise UserError(f"{target}/ already holds a dataset (use --force to replace it)")
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{target} is a file, not a folder: move it away or choose another "
+                        f"dataset folder")
     created = not target.exists()
-    target.mkdir(parents=True, exist_ok=True)
-    for leftover in target.glob(".staging-*"):  # from a run that was killed outright
-        shutil.rmtree(leftover, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target))
+    staging = None
     try:
+        target.mkdir(parents=True, exist_ok=True)
+        for leftover in target.glob(".staging-*"):  # from a run that was killed outright
+            shutil.rmtree(leftover, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target))
         build(staging)
         for split in SPLITS:
             if not (staging / split).is_dir():
                 raise UserError(f"the new dataset has no {split}/ folder")
+            _check_class_names(staging / split)
         _swap_in(staging, target)
     except OSError as exc:  # disk full, permissions, ...: the user's to fix
-        raise UserError(f"cannot write the dataset into {target}/: {exc}") from None
+        raise UserError(f"cannot write the dataset into {target}/: {_reason(exc)}") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)  # also drops a replaced dataset
-        if created and not any(target.iterdir()):
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)  # also drops a replaced dataset
+        if created and target.is_dir() and not any(target.iterdir()):
             target.rmdir()
+
+
+def _check_class_names(split: Path) -> None:
+    """Refuse class folders whose names the annotation files could not hold (before they
+    reach ``datasets/``, where annotating would refuse them anyway)."""
+    names = [e.name for e in os.scandir(split) if not e.name.startswith(".") and e.is_dir()]
+    for name in names:
+        problem = class_name_problem(name)
+        if problem:
+            raise UserError(f"the new dataset's class folder '{split.name}/{shown(name)}' "
+                            f"cannot be used: {problem} (rename it at the source)")
+    same = same_names(names)
+    if same:
+        raise UserError(f"the new dataset's class folders {' and '.join(map(repr, same))} in "
+                        f"{split.name}/ are one name written in two Unicode forms: merge them "
+                        f"at the source")
+
+
+def _reason(exc: OSError) -> str:
+    """An OSError in a few words, with the file it is about."""
+    if exc.strerror and exc.filename:
+        return f"{exc.strerror} ({shown(exc.filename)})"
+    return exc.strerror or str(exc)[:200]
 
 
 def _swap_in(staging: Path, target: Path) -> None:
@@ -96,41 +147,113 @@ def _swap_in(staging: Path, target: Path) -> None:
 
 
 def import_dataset(source: str | os.PathLike, target: str | os.PathLike = "datasets",
-                   replace: bool = False) -> None:
-    """Copy the dataset in folder or archive ``source`` into ``target`` (see module notes)."""
+                   replace: bool = False, max_ratio: float | None = None) -> None:
+    """Copy the dataset in folder or archive ``source`` into ``target`` (see module notes).
+
+    ``max_ratio`` (default: :func:`max_ratio_setting`) bounds how many times its size an
+    archive may unpack to.
+    """
     source, target = Path(source), Path(target)
-    print(f"importing {source} into {target}/ ...", flush=True)
+    ratio = max_ratio_setting() if max_ratio is None else max_ratio
+    print(f"importing {shown(source)} into {target}/ ...", flush=True)
     try:
-        install_dataset(target, _builder(source, target), replace)
+        install_dataset(target, _builder(source, target, ratio), replace)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error,
             NotImplementedError) as exc:  # corrupt archive, unsupported zip compression
-        raise UserError(f"cannot read archive {source}: {exc}") from None
-    print(f"imported {source} into {target}/")
+        raise UserError(f"cannot read archive {shown(source)}: {exc}") from None
+    print(f"imported {shown(source)} into {target}/")
 
 
-def _builder(source: Path, target: Path) -> Callable[[Path], None]:
+def max_ratio_setting() -> float:
+    """The archive expansion limit: ``$DATASET_MAX_RATIO`` if set, else the default."""
+    value = os.environ.get(RATIO_ENV)
+    if not value:
+        return DEFAULT_MAX_RATIO
+    try:
+        ratio = float(value)
+    except ValueError:
+        ratio = float("nan")
+    if not ratio > 0 or ratio == float("inf"):
+        raise UserError(f"{RATIO_ENV}={value!r} is not a positive number")
+    return ratio
+
+
+class _Budget:
+    """Bytes and files an import may still write; going past either is a one-line refusal.
+
+    The disk of ``target`` must keep 10% of its free space and free files (inodes), at most
+    1 GiB and 100,000; an archive (``ratio`` given) may also write at most ``ratio`` times
+    its size, and at least 64 MiB whatever the ratio.
+    """
+
+    def __init__(self, source: Path, target: Path, ratio: float | None):
+        usage, vfs = shutil.disk_usage(target), os.statvfs(target)
+        self.room = usage.free - min(_RESERVE, usage.free // 10)
+        # File systems that do not count inodes (btrfs, ...) report none at all.
+        self.files_room = (vfs.f_favail - min(_RESERVE_FILES, vfs.f_favail // 10)
+                           if vfs.f_files else None)
+        self.limit, self.bomb = self.room, None
+        if ratio is not None:
+            bound = max(_RATIO_FLOOR, int(ratio * source.stat().st_size))
+            if bound < self.limit:
+                self.limit, self.bomb = bound, ratio
+        self.source, self.target = source, target
+        self.used, self.files = 0, 0
+
+    def spend(self, nbytes: int, files: int = 0) -> None:
+        """Count ``nbytes`` and ``files`` more; refuse once past a limit."""
+        self.used += nbytes
+        self.files += files
+        self.check(self.used, self.files)
+
+    def check(self, nbytes: int, files: int) -> None:
+        """Refuse now if ``nbytes`` and ``files`` in all would be past a limit."""
+        if nbytes > self.limit:
+            if self.bomb is not None:
+                raise UserError(f"refused archive {shown(self.source)}: it unpacks to more "
+                                f"than {_size(self.limit)}, over {self.bomb:g} times its size "
+                                f"(a zip bomb?); if it is genuine, raise the limit with "
+                                f"--max-ratio N or {RATIO_ENV}=N")
+            raise UserError(f"cannot import {shown(self.source)}: it needs more than "
+                            f"{_size(self.room)} and the disk of {self.target}/ cannot spare "
+                            f"more: free some space")
+        if self.files_room is not None and files > self.files_room:
+            raise UserError(f"cannot import {shown(self.source)}: it holds more than "
+                            f"{self.files_room:,} files and folders, more than the disk of "
+                            f"{self.target}/ can spare")
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
+def _builder(source: Path, target: Path, ratio: float) -> Callable[[Path], None]:
     """The function that fills a staging folder from ``source``."""
     if source.is_dir():
         if _overlaps(source, target):
-            raise UserError(f"--from {source} overlaps {target}/: import from another folder")
+            raise UserError(f"--from {shown(source)} overlaps {target}/: import from another "
+                            f"folder")
 
         def copy(staging: Path) -> None:
             root = _dataset_root(source)
-            for split in SPLITS:
-                shutil.copytree(root / split, staging / split,
-                                ignore=shutil.ignore_patterns(".*"))
+            files = _vet_folder(root)  # everything refused before anything is copied
+            budget = _Budget(source, target, None)
+            budget.check(sum(size + _BLOCK for _, size in files), len(files))
+            for relative, _ in files:  # counted again: a file may grow meanwhile
+                _copy(root / relative, staging.joinpath(*relative.parts), budget)
         return copy
     if zipfile.is_zipfile(source):
         extract = _extract_zip
     elif source.is_file() and _is_tar(source):
         extract = _extract_tar
     elif not source.exists():
-        raise UserError(f"--from {source}: no such file or folder")
+        raise UserError(f"--from {shown(source)}: no such file or folder")
     else:
-        raise UserError(f"--from {source}: not a folder or a .zip / .tar / .tar.gz archive")
+        raise UserError(f"--from {shown(source)}: not a folder or a .zip / .tar / .tar.gz "
+                        f"archive")
 
     def unpack(staging: Path) -> None:
-        extract(source, staging / "extracted")
+        extract(source, staging / "extracted", _Budget(source, target, ratio))
         root = _dataset_root(staging / "extracted", name=source)
         for split in SPLITS:
             os.rename(root / split, staging / split)
@@ -157,9 +280,70 @@ def _dataset_root(folder: Path, name: Path | None = None) -> Path:
                      if not p.name.startswith(".") and p.name not in _IGNORED_TOP_LEVEL)
     if len(visible) == 1 and all((folder / visible[0] / split).is_dir() for split in SPLITS):
         return folder / visible[0]
-    found = ", ".join(visible[:5]) + (", ..." if len(visible) > 5 else "") or "nothing"
-    raise UserError(f"{name or folder} must hold train/<class>/ and test/<class>/ folders, "
-                    f"optionally inside one top-level folder (found: {found})")
+    found = ", ".join(map(shown, visible[:5])) + (", ..." if len(visible) > 5 else "") or "nothing"
+    raise UserError(f"{shown(name or folder)} must hold train/<class>/ and test/<class>/ "
+                    f"folders, optionally inside one top-level folder (found: {found})")
+
+
+def _vet_folder(root: Path) -> list[tuple[Path, int]]:
+    """Every regular file under ``root``'s splits, as (path relative to ``root``, size).
+
+    Hidden entries are skipped; a link or a special file anywhere (the splits and the
+    folder wrapping them included) refuses the whole import, as in an archive.
+    """
+    todo = [root / split for split in SPLITS]
+    for path in [root, *todo]:
+        if path.is_symlink():
+            _refuse_entry(root, path, "link")
+    files = []
+    while todo:
+        folder = todo.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            raise UserError(f"cannot read {shown(folder)}: {exc.strerror or exc}") from None
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.name.startswith("."):
+                continue
+            if entry.is_symlink():
+                _refuse_entry(root, path, "link")
+            elif entry.is_dir(follow_symlinks=False):
+                todo.append(path)
+            elif entry.is_file(follow_symlinks=False):
+                size = entry.stat(follow_symlinks=False).st_size
+                files.append((path.relative_to(root), size))
+            else:
+                _refuse_entry(root, path, "device or special file")
+    return sorted(files)
+
+
+def _refuse_entry(root: Path, path: Path, kind: str) -> NoReturn:
+    raise UserError(f"refused folder {shown(root)}: {shown(path)} is a {kind} (only regular "
+                    f"files and folders are imported)")
+
+
+def _copy(src: Path, dst: Path, budget: _Budget) -> None:
+    """Copy one vetted file, never through a link or pipe that appeared since it was vetted."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(src, flags)
+    except OSError as exc:
+        raise UserError(f"cannot read {shown(src)}: {exc.strerror or exc}") from None
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UserError(f"cannot import {shown(src)}: it is no longer a regular file")
+        _write_file(dst, f, budget)
+
+
+def _write_file(dst: Path, src, budget: _Budget) -> None:
+    """Copy the stream ``src`` into the new file ``dst``, counting every byte written."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    budget.spend(_BLOCK, files=1)
+    with open(dst, "wb") as out:
+        while chunk := src.read(2**20):
+            budget.spend(len(chunk))
+            out.write(chunk)
 
 
 # Archives: every member is vetted before it is written, and only inside ``dest``; a refusal
@@ -171,27 +355,28 @@ def _member_parts(name: str, archive: Path) -> list[str]:
     posix = name.replace("\\", "/")  # Windows tools sometimes write backslashes
     parts = [p for p in posix.split("/") if p not in ("", ".")]
     if posix.startswith("/") or re.match(r"[A-Za-z]:", posix) or ".." in parts:
-        raise UserError(f"refused archive {archive}: member {name!r} would be written outside "
-                        f"the dataset folder (absolute path or '..')")
+        raise UserError(f"refused archive {shown(archive)}: member {name!r} would be written "
+                        f"outside the dataset folder (absolute path or '..')")
     return parts
 
 
 def _refuse(archive: Path, name: str, kind: str) -> NoReturn:
-    raise UserError(f"refused archive {archive}: member {name!r} is a {kind} (only regular "
-                    f"files and folders are allowed)")
+    raise UserError(f"refused archive {shown(archive)}: member {name!r} is a {kind} (only "
+                    f"regular files and folders are allowed)")
 
 
-def _write_member(dest: Path, parts: list[str], is_dir: bool, open_member) -> None:
+def _write_member(dest: Path, parts: list[str], is_dir: bool, open_member,
+                  budget: _Budget) -> None:
     path = dest.joinpath(*parts)
     if is_dir:
+        budget.spend(_BLOCK, files=1)
         path.mkdir(parents=True, exist_ok=True)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open_member() as src, open(path, "wb") as out:
-        shutil.copyfileobj(src, out)
+    with open_member() as src:
+        _write_file(path, src, budget)
 
 
-def _extract_tar(archive: Path, dest: Path) -> None:
+def _extract_tar(archive: Path, dest: Path, budget: _Budget) -> None:
     dest.mkdir()
     # One streaming pass: a 60,000-member archive is decompressed once, not twice.
     with tarfile.open(archive, "r|*") as tar:
@@ -205,12 +390,13 @@ def _extract_tar(archive: Path, dest: Path) -> None:
                 try:
                     tarfile.data_filter(member, str(dest))
                 except tarfile.FilterError as exc:
-                    raise UserError(f"refused archive {archive}: {exc}") from None
+                    raise UserError(f"refused archive {shown(archive)}: {exc}") from None
             if parts:
-                _write_member(dest, parts, member.isdir(), lambda: tar.extractfile(member))
+                _write_member(dest, parts, member.isdir(), lambda: tar.extractfile(member),
+                              budget)
 
 
-def _extract_zip(archive: Path, dest: Path) -> None:
+def _extract_zip(archive: Path, dest: Path, budget: _Budget) -> None:
     dest.mkdir()
     with zipfile.ZipFile(archive) as zf:
         members = []
@@ -221,8 +407,12 @@ def _extract_zip(archive: Path, dest: Path) -> None:
             if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
                 _refuse(archive, info.filename, "device or special file")
             if info.flag_bits & 0x1:
-                raise UserError(f"cannot import {archive}: member {info.filename!r} is encrypted")
+                raise UserError(f"cannot import {shown(archive)}: member "
+                                f"{info.filename!r} is encrypted")
             members.append((info, _member_parts(info.filename, archive)))
+        # The declared sizes: a bomb that admits its size is refused before anything is
+        # written (one that lies is stopped by the count while writing).
+        budget.check(sum(info.file_size + _BLOCK for info, _ in members), len(members))
         for info, parts in members:
             if parts:
-                _write_member(dest, parts, info.is_dir(), lambda: zf.open(info))
+                _write_member(dest, parts, info.is_dir(), lambda: zf.open(info), budget)

@@ -7,13 +7,14 @@ import os
 from pathlib import Path
 
 from utils.cli import UserError
+from utils.names import shown
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``.
 
-    A failure (disk full, read-only folder) is a :class:`UserError` naming the file; the
-    previous file is untouched and no temporary file is left.
+    A failure (disk full, read-only folder, a folder in the way) is a :class:`UserError`
+    naming the file; the previous file is untouched and no temporary file is left.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -23,9 +24,12 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
             f.write(text)
         os.replace(tmp, path)
     except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot write {shown(path)}: {exc.strerror or exc}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # the folder could not be written in the first place
 
 
 def write_json(path: str | os.PathLike, data) -> None:

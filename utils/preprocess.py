@@ -39,14 +39,31 @@ class Geometry:
         return round(h / self.crop_fraction), round(w / self.crop_fraction)
 
 
+#: :func:`resize_cover` resizes a whole image only while the result is at most this many
+#: times the output (a 4:1 panorama); beyond, only the kept box is resampled.
+_WHOLE_RESIZE_MAX = 4
+
+
 def resize_cover(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Resize keeping the aspect ratio so the image covers ``size``, then centre-crop to it."""
+    """Resize keeping the aspect ratio so the image covers ``size``, then centre-crop to it.
+
+    Memory stays proportional to ``size`` whatever the image's shape: an image whose
+    covering resize would exceed :data:`_WHOLE_RESIZE_MAX` times the output (a 1 x 150,000
+    strip, a 20:1 panorama) has only the kept box resampled (``Image.resize(box=...)``,
+    which also box-reduces large sources first).  Other images are resized whole and then
+    cropped, exactly as before, so their pixels never change; the box path can differ
+    from that by Pillow's rounding (a few levels on pixel noise), never by geometry.
+    """
     h, w = size
     scale = max(h / image.height, w / image.width)
     new_w, new_h = max(w, round(image.width * scale)), max(h, round(image.height * scale))
+    left, top = (new_w - w) // 2, (new_h - h) // 2
+    if new_w * new_h > _WHOLE_RESIZE_MAX * w * h:
+        sx, sy = image.width / new_w, image.height / new_h
+        box = (left * sx, top * sy, (left + w) * sx, (top + h) * sy)
+        return image.resize((w, h), Image.BILINEAR, box=box, reducing_gap=3.0)
     if (new_w, new_h) != image.size:
         image = image.resize((new_w, new_h), Image.BILINEAR, reducing_gap=3.0)
-    left, top = (new_w - w) // 2, (new_h - h) // 2
     return image.crop((left, top, left + w, top + h))
 
 
