@@ -62,16 +62,10 @@ def parse_args(argv=None):
 
 
 def summarize(classifier: Classifier, result: EvalResult, report: ClassReport) -> dict:
-    """Everything ``metrics.json`` holds, fractions in [0, 1]."""
-    k = min(5, len(classifier.classes))
+    """Everything ``metrics.json`` holds, fractions in [0, 1]; top-k is ``top{k}`` with
+    k = min(5, classes), as everywhere."""
     return {
-        "images": result.count,
-        "top1": result.top1,
-        "top5": result.top5,
-        "top5_k": k,  # top-5 is top-k with k = min(5, classes)
-        "loss": result.loss,
-        "mean_recall": report.mean_recall,
-        "mean_precision": report.mean_precision,
+        **result.summary(),
         "per_class": [{"class": name, "recall": r, "precision": p, "support": s}
                       for name, r, p, s in zip(classifier.classes, report.recall,
                                                report.precision, report.support)],
@@ -130,7 +124,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     write_reports(out, classifier.classes, result, report, metrics)
 
-    k = min(5, num_classes)
+    k = result.k
     print(f"model           {classifier.describe()}")
     if classifier.info.get("top1") is not None:
         print(f"                (top-1 recorded at that epoch: {classifier.info['top1']:.2%})")

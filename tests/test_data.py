@@ -86,3 +86,22 @@ def test_a_changed_image_rebuilds_the_cache_and_drops_the_outdated_one(annotated
     now = cached_files(cache_dir)
     assert len(now) == 4, "the outdated version of the edited file's cache is deleted"
     assert len(set(now) & set(kept)) == 2, "the other annotation file's cache is untouched"
+
+
+@pytest.mark.parametrize("images, batch, expected", [
+    (36, 8, (5, 0)),      # 4 full batches and one of 4: kept
+    (33, 8, (4, 1)),      # a batch of 1: too small for BatchNorm, left out (another each epoch)
+    (244, 128, (2, 0)),   # the 244-photo set: the second batch holds the other 116
+    (16, 8, (2, 0)),
+])
+def test_the_last_partial_batch_is_kept_unless_too_small(images, batch, expected):
+    assert data.training_batches(images, batch) == expected
+
+
+def test_every_training_image_is_used_each_epoch():
+    images = torch.arange(36, dtype=torch.uint8).view(36, 1, 1, 1).expand(36, 3, 2, 2)
+    batches = data.TensorBatches(images, torch.arange(36), 8, train=True, seed=3)
+    for epoch in range(2):
+        batches.set_epoch(epoch)
+        seen = torch.cat([labels for _, labels in batches])
+        assert len(batches) == 5 and sorted(seen.tolist()) == list(range(36))

@@ -152,7 +152,7 @@ def test_hostile_archives_are_refused_and_nothing_is_written(tmp_path, project, 
     (lambda p: p.write_bytes(pack(p.parent.parent / "src/flowers", p.parent / "ok.tar.gz",
                                   False).read_bytes()[:3000]), "cannot read archive"),
     (lambda p: zipfile.ZipFile(p, "w").writestr("photos/a.png", b"x"),
-     "must hold train/<class>/ and test/<class>/"),
+     "must hold train/<class>/ (with optional val/ and test/), or just one folder per class"),
 ], ids=["empty-file", "text-file", "truncated-tar.gz", "wrong-layout"])
 def test_broken_archives_are_clean_errors_and_leave_datasets_alone(tmp_path, project, source,
                                                                    make, needle):

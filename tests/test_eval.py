@@ -57,7 +57,7 @@ def test_reports_equal_hand_computed_values(stub_project, mode, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == len(case.LABELS)
     assert metrics["top1"] == pytest.approx(case.EXPECTED_TOP1)
-    assert metrics["top5"] == pytest.approx(case.EXPECTED_TOP5) and metrics["top5_k"] == 5
+    assert metrics["top5"] == pytest.approx(case.EXPECTED_TOP5) and metrics["k"] == 5
     assert metrics["mean_recall"] == pytest.approx(case.EXPECTED_MEAN_RECALL)
     assert metrics["mean_precision"] == pytest.approx(case.EXPECTED_MEAN_PRECISION)
     per_class = metrics["per_class"]
@@ -116,7 +116,7 @@ def test_top1_equals_the_top1_recorded_by_training(trained_project, monkeypatch)
     # agreeing too shows both ran the same preprocessing, not just the same argmax.
     assert metrics["top1"] == pytest.approx(float(logged["val_acc"]), rel=1e-5)
     assert metrics["loss"] == pytest.approx(float(logged["val_loss"]), rel=1e-5)
-    assert metrics["top5_k"] == 3 and metrics["top5"] == 1.0
+    assert metrics["k"] == 3 and metrics["top3"] == 1.0 and "top5" not in metrics
 
 
 def test_labels_out_of_range_is_a_clean_error(trained_project, tmp_path):
@@ -165,3 +165,30 @@ def test_cpu_forward_runs_cache_sized_passes_with_unchanged_logits(side, per_pas
         logits = identity.logits(model, x)
     assert model.passes == [per_pass, per_pass, 1]
     torch.testing.assert_close(logits, reference)
+
+
+def test_a_model_of_other_class_names_is_exit_2_and_writes_nothing(trained_project, tmp_path):
+    make_checkpoint(tmp_path / "five.pth", classes=["a", "b", "c", "d", "e"])
+    result = run_script("eval.py", "--model", tmp_path / "five.pth", "--out", tmp_path / "out",
+                        "--workers", "0", cwd=trained_project)
+    assert_clean_error(result, "class names differ", "'blue'", "'a'")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_same_names_in_another_order_are_matched_by_name(trained_project, tmp_path):
+    ckpt = load_checkpoint(trained_project / "logs/run/best.pth")
+    order = [2, 0, 1]  # the model's outputs become red, blue, green
+    reordered = {**ckpt, "classes": [ckpt["classes"][i] for i in order]}
+    reordered["model"] = {k: (v[order] if k.startswith("classifier.") else v)
+                          for k, v in ckpt["model"].items()}
+    save_checkpoint(reordered, tmp_path / "reordered.pth")
+    scores = []
+    for model in (trained_project / "logs/run/best.pth", tmp_path / "reordered.pth"):
+        out = tmp_path / model.stem
+        result = run_script("eval.py", "--model", model, "--out", out, "--workers", "0",
+                            cwd=trained_project)
+        assert result.returncode == 0, result.stderr
+        metrics = json.loads((out / "metrics.json").read_text())
+        scores.append((metrics["top1"], round(metrics["loss"], 5),
+                       {c["class"]: c["recall"] for c in metrics["per_class"]}))
+    assert scores[0] == scores[1]

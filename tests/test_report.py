@@ -93,7 +93,7 @@ def evaluation_page(tmp_path: Path) -> Path:
     heat[:8, :8] = 1
     report = class_report(MATRIX)
     page = Report(out / "report.html", f"Evaluation of {EVIL}", subtitle="resnet18, 3 classes")
-    page.add_results({"images": 30, "top1": 23 / 30, "top5": 1.0, "top5_k": 3, "loss": 0.61234,
+    page.add_results({"images": 30, "top1": 23 / 30, "top3": 1.0, "k": 3, "loss": 0.61234,
                       "mean_recall": report.mean_recall, "mean_precision": report.mean_precision})
     page.add_confusion(MATRIX, CLASSES, image=out / "confusion_matrix.png")
     page.add_per_class(CLASSES, report.precision, report.recall, report.support)

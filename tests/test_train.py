@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -216,3 +218,47 @@ def test_config_file_round_trips_and_flags_override_it(tmp_path):
     path.write_text(json.dumps({"optimizer": "lion"}))
     with pytest.raises(Exception, match="choose from"):
         train_script.parse(train_script.TrainConfig, ["--config", str(path)])
+
+
+def test_best_is_chosen_on_val_and_the_test_set_is_scored_once_at_the_end(project):
+    result = train(project, "--epochs", "3", "--run-name", "honest")
+    run_dir = project / "logs" / "honest"
+    rows = read_metrics(run_dir)
+    assert {"val_acc", "val_top3", "val_recall"} <= set(rows[0]) and "val_top5" not in rows[0]
+    val = [float(r["val_acc"]) for r in rows]
+    best = load_checkpoint(run_dir / "best.pth")
+    assert best["epoch"] == val.index(max(val)) + 1
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["best_epoch"] == best["epoch"] and results["test"]["images"] == 12
+    # eval.py on best.pth and the test list gives the very figure the run reported.
+    evaluated = run_script("eval.py", "--model", run_dir / "best.pth", "--workers", "0",
+                           "--device", "cpu", cwd=project)
+    assert evaluated.returncode == 0, evaluated.stderr
+    metrics = json.loads((project / "metrics_out" / "metrics.json").read_text())
+    assert metrics["top1"] == results["test"]["top1"]
+    assert metrics["top3"] == results["test"]["top3"]
+    # Every line says which set it is about, and top-k says its k (3 classes: top-3).
+    output = result.stdout + result.stderr
+    assert "val loss" in output and "top-3" in output and "top-5" not in output
+    assert re.search(r"test \(12 images in cls_test.txt, scored once with best.pth\): "
+                     r"top-1 [\d.]+, top-3 [\d.]+, mean recall", output)
+
+
+def test_without_a_validation_set_best_is_the_last_epoch_and_that_is_said(project):
+    assert run_script("txt_annotation.py", "--val-fraction", "0", cwd=project).returncode == 0
+    result = train(project, "--epochs", "2", "--run-name", "noval", "--class-weights", "auto")
+    run_dir = project / "logs" / "noval"
+    assert [r["val_acc"] for r in read_metrics(run_dir)] == ["", ""]
+    assert load_checkpoint(run_dir / "best.pth")["epoch"] == 2
+    results = json.loads((run_dir / "results.json").read_text())
+    assert "last epoch" in results["selected_by"] and results["test"]["images"] == 12
+    assert "best.pth is epoch 2, the last epoch (no validation set" in result.stdout
+
+
+def test_class_weights_auto_are_inverse_frequencies_with_mean_one():
+    from utils.runs import class_weights
+
+    weights = class_weights([(0, "a")] * 6 + [(1, "b")] * 2 + [(2, "c")] * 4, 4)
+    assert weights[:3].mean().item() == pytest.approx(1.0)
+    assert weights[1].item() == pytest.approx(3 * weights[0].item())  # 3x fewer images
+    assert weights[3].item() == 0  # no images: no weight

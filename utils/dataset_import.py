@@ -2,14 +2,16 @@
 
 A dataset is built in a hidden staging folder inside the target (same file system, so the
 final renames are atomic; hidden, so scans ignore it), checked, and only then renamed into
-place as ``train/`` and ``test/``.  If anything fails on the way, the staging folder is
+place as ``train/`` (and ``val/``, ``test/`` when it has them).  If anything fails on the way, the staging folder is
 removed and the target is exactly as it was; an existing dataset is only replaced when the
 caller asks for it.  (A run killed outright leaves its ``.staging-*`` folder behind; the next
 install removes it.)
 
 :func:`import_dataset` fills the staging folder from a folder or an archive (.zip, .tar,
-.tar.gz, ...) holding ``train/<class>/...`` and ``test/<class>/...``, optionally wrapped in
-one top-level folder.  Archives come from strangers, so every member is vetted before it is
+.tar.gz, ...) laid out as ``train/<class>/...`` with optional ``val/<class>/...`` and
+``test/<class>/...``, or simply as ``<class>/...`` (imported as ``train/``: annotating holds
+the validation and test images out of it), either optionally wrapped in one top-level
+folder.  Archives come from strangers, so every member is vetted before it is
 written, and only ever inside the staging folder: an absolute path, a ``..`` component, a
 link or a device file aborts the whole import.  A folder is held to the same rule: it may
 hold regular files and folders only (a link could copy in ``/etc/passwd``, or loop).
@@ -38,7 +40,8 @@ from typing import Callable, NoReturn
 from utils.cli import UserError
 from utils.names import class_name_problem, same_names, shown
 
-SPLITS = ("train", "test")
+#: The split folders a dataset may have; ``train/`` is the one it must have.
+SPLITS = ("train", "val", "test")
 _IGNORED_TOP_LEVEL = {"__MACOSX"}  # resource forks added by macOS's "Compress"
 
 #: How many times its own size an archive may unpack to.  Photos and PNGs barely compress
@@ -52,7 +55,7 @@ _RESERVE_FILES = 100_000  # free inodes it leaves, likewise
 
 
 def has_dataset(target: str | os.PathLike) -> bool:
-    """True when ``target/train`` or ``target/test`` holds anything (hidden files aside)."""
+    """True when a split folder of ``target`` holds anything (hidden files aside)."""
     for split in SPLITS:
         folder = Path(target) / split
         try:
@@ -67,9 +70,10 @@ def install_dataset(target: str | os.PathLike, build: Callable[[Path], None],
                     replace: bool = False) -> None:
     """Build a dataset with ``build`` and move it into ``target``, all or nothing.
 
-    ``build(staging)`` must create ``staging/train`` and ``staging/test``.  They replace
-    ``target/train`` and ``target/test`` (only with ``replace``; other entries of ``target``
-    are kept).  On any failure ``target`` is left as it was.
+    ``build(staging)`` must create ``staging/train`` and may create ``staging/val`` and
+    ``staging/test``.  They replace every split folder of ``target`` (only with
+    ``replace``; a split the new dataset lacks is removed too, so no old image stays behind;
+    other entries of ``target`` are kept).  On any failure ``target`` is left as it was.
     """
     target = Path(target)
     if has_dataset(target) and not replace:
@@ -85,10 +89,11 @@ def install_dataset(target: str | os.PathLike, build: Callable[[Path], None],
             shutil.rmtree(leftover, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target))
         build(staging)
+        if not (staging / "train").is_dir():
+            raise UserError("the new dataset has no train/ folder")
         for split in SPLITS:
-            if not (staging / split).is_dir():
-                raise UserError(f"the new dataset has no {split}/ folder")
-            _check_class_names(staging / split)
+            if (staging / split).is_dir():
+                _check_class_names(staging / split)
         _swap_in(staging, target)
     except OSError as exc:  # disk full, permissions, ...: the user's to fix
         raise UserError(f"cannot write the dataset into {target}/: {_reason(exc)}") from None
@@ -123,14 +128,14 @@ def _reason(exc: OSError) -> str:
 
 
 def _swap_in(staging: Path, target: Path) -> None:
-    """Move ``target/{train,test}`` into ``staging/old`` and the staged ones into ``target``.
+    """Move ``target``'s split folders into ``staging/old`` and the staged ones into ``target``.
 
     Renames within one file system are atomic; if one fails, the ones already done are
     undone so the old dataset is back in place.
     """
     (staging / "old").mkdir()
     moves = [(target / s, staging / "old" / s) for s in SPLITS if os.path.lexists(target / s)]
-    moves += [(staging / s, target / s) for s in SPLITS]
+    moves += [(staging / s, target / s) for s in SPLITS if (staging / s).is_dir()]
     done = []
     try:
         for src, dst in moves:
@@ -161,7 +166,8 @@ def import_dataset(source: str | os.PathLike, target: str | os.PathLike = "datas
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error,
             NotImplementedError) as exc:  # corrupt archive, unsupported zip compression
         raise UserError(f"cannot read archive {shown(source)}: {exc}") from None
-    print(f"imported {shown(source)} into {target}/")
+    splits = [f"{s}/" for s in SPLITS if (target / s).is_dir()]
+    print(f"imported {shown(source)} into {target}/ ({', '.join(splits)})")
 
 
 def max_ratio_setting() -> float:
@@ -235,12 +241,13 @@ def _builder(source: Path, target: Path, ratio: float) -> Callable[[Path], None]
                             f"folder")
 
         def copy(staging: Path) -> None:
-            root = _dataset_root(source)
-            files = _vet_folder(root)  # everything refused before anything is copied
+            root, splits = _dataset_root(source)
+            files = _vet_folder(root, splits)  # everything refused before anything is copied
             budget = _Budget(source, target, None)
             budget.check(sum(size + _BLOCK for _, size in files), len(files))
+            into = staging if splits else staging / "train"
             for relative, _ in files:  # counted again: a file may grow meanwhile
-                _copy(root / relative, staging.joinpath(*relative.parts), budget)
+                _copy(root / relative, into.joinpath(*relative.parts), budget)
         return copy
     if zipfile.is_zipfile(source):
         extract = _extract_zip
@@ -254,8 +261,10 @@ def _builder(source: Path, target: Path, ratio: float) -> Callable[[Path], None]
 
     def unpack(staging: Path) -> None:
         extract(source, staging / "extracted", _Budget(source, target, ratio))
-        root = _dataset_root(staging / "extracted", name=source)
-        for split in SPLITS:
+        root, splits = _dataset_root(staging / "extracted", name=source)
+        if not splits:
+            os.rename(root, staging / "train")
+        for split in splits:
             os.rename(root / split, staging / split)
     return unpack
 
@@ -272,26 +281,41 @@ def _is_tar(path: Path) -> bool:
         return False
 
 
-def _dataset_root(folder: Path, name: Path | None = None) -> Path:
-    """``folder`` if it holds train/ and test/, else the one sub-folder that does."""
-    if all((folder / split).is_dir() for split in SPLITS):
-        return folder
-    visible = sorted(p.name for p in folder.iterdir()
-                     if not p.name.startswith(".") and p.name not in _IGNORED_TOP_LEVEL)
-    if len(visible) == 1 and all((folder / visible[0] / split).is_dir() for split in SPLITS):
-        return folder / visible[0]
-    found = ", ".join(map(shown, visible[:5])) + (", ..." if len(visible) > 5 else "") or "nothing"
-    raise UserError(f"{shown(name or folder)} must hold train/<class>/ and test/<class>/ "
-                    f"folders, optionally inside one top-level folder (found: {found})")
+def _dataset_root(folder: Path, name: Path | None = None) -> tuple[Path, list[str]]:
+    """Where the dataset in ``folder`` starts, and its split folders (train first).
+
+    ``folder`` or its one visible sub-folder holds ``train/`` (and maybe ``val/``,
+    ``test/``); or, holding no split folders at all, two or more class folders, returned
+    with no splits (the whole root is the training set).
+    """
+    def visible(path: Path) -> list[str]:
+        return sorted(p.name for p in path.iterdir()
+                      if not p.name.startswith(".") and p.name not in _IGNORED_TOP_LEVEL)
+
+    top = visible(folder)
+    roots = [folder] + ([folder / top[0]] if len(top) == 1 and (folder / top[0]).is_dir()
+                        else [])
+    for root in roots:
+        if (root / "train").is_dir():
+            return root, [s for s in SPLITS if (root / s).is_dir()]
+    root = roots[-1]
+    names = visible(root)
+    if len([n for n in names if (root / n).is_dir()]) >= 2 and not set(names) & set(SPLITS):
+        return root, []
+    found = ", ".join(map(shown, top[:5])) + (", ..." if len(top) > 5 else "") or "nothing"
+    raise UserError(f"{shown(name or folder)} must hold train/<class>/ (with optional val/ "
+                    f"and test/), or just one folder per class, optionally inside one "
+                    f"top-level folder (found: {found})")
 
 
-def _vet_folder(root: Path) -> list[tuple[Path, int]]:
-    """Every regular file under ``root``'s splits, as (path relative to ``root``, size).
+def _vet_folder(root: Path, splits: list[str]) -> list[tuple[Path, int]]:
+    """Every regular file under ``root``'s splits (the whole root without splits), as
+    (path relative to ``root``, size).
 
     Hidden entries are skipped; a link or a special file anywhere (the splits and the
     folder wrapping them included) refuses the whole import, as in an archive.
     """
-    todo = [root / split for split in SPLITS]
+    todo = [root / split for split in splits] if splits else [root]
     for path in [root, *todo]:
         if path.is_symlink():
             _refuse_entry(root, path, "link")

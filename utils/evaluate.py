@@ -49,7 +49,7 @@ class EvalResult:
     def summary(self) -> dict[str, float | int]:
         """The figures a report shows, fractions in [0, 1]."""
         report = class_report(self.matrix)
-        return {"images": self.count, "top1": self.top1, f"top{self.k}": self.top5,
+        return {"images": self.count, "top1": self.top1, "k": self.k, f"top{self.k}": self.top5,
                 "mean_recall": report.mean_recall, "mean_precision": report.mean_precision,
                 "loss": self.loss}
 

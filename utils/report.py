@@ -66,11 +66,11 @@ class Report:
     def add_results(self, metrics: Mapping[str, Any], heading: str = "Test results") -> None:
         """Headline figures as cards, from a ``metrics.json``-style dict.
 
-        Reads ``top1``, ``top5`` (with ``top5_k``, the k it was measured at), ``mean_recall``,
-        ``mean_precision`` (fractions), ``loss`` and ``images`` where present.
+        Reads ``top1``, ``top{k}`` (``k`` the k it was measured at, min(5, classes)),
+        ``mean_recall``, ``mean_precision`` (fractions), ``loss`` and ``images`` where present.
         """
-        k = metrics.get("top5_k", 5)
-        cards = [("top1", "top-1 accuracy", _pct), ("top5", f"top-{k} accuracy", _pct),
+        k = metrics.get("k", 5)
+        cards = [("top1", "top-1 accuracy", _pct), (f"top{k}", f"top-{k} accuracy", _pct),
                  ("mean_recall", "mean recall", _pct),
                  ("mean_precision", "mean precision", _pct),
                  ("loss", "loss", lambda v: f"{v:.4f}"), ("images", "images", lambda v: f"{v:,}")]
