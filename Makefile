@@ -1,8 +1,14 @@
 # Two entry points: `make train` and `make test`. Each creates .venv on first use.
+#   make train                              CIFAR-10 (exported into datasets/ when it is empty)
+#   make train DATA=photos/                 import a folder or archive, then train on it
+#   make train DATA=other.zip FORCE=1       replace the dataset already in datasets/
+#   make train ARGS="--epochs 20 --backbone resnet18"    any train.py flags
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   ?=
+ARGS   ?=
+FORCE  ?=
 
 .PHONY: train test clean-venv
 
@@ -19,13 +25,14 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@ $(VENV)/.installed-runtime
 
-# DATA=<folder|archive> imports a local dataset; otherwise CIFAR-10 is exported when
-# datasets/ holds none; then annotations are (re)written and training starts.
+# DATA imports a local dataset (refused over a different one unless FORCE=1); otherwise
+# CIFAR-10 is exported when datasets/ holds none; then annotations are (re)written and
+# training starts with ARGS.
 train: $(VENV)/.installed-runtime
-	@if [ -n "$(DATA)" ]; then $(BIN)/python txt_annotation.py --from "$(DATA)"; \
+	@if [ -n "$(DATA)" ]; then $(BIN)/python txt_annotation.py --from "$(DATA)" $(if $(FORCE),--force); \
 	elif [ -z "$$(ls -A datasets/train 2>/dev/null)" ]; then $(BIN)/python txt_annotation.py --cifar10; \
 	else $(BIN)/python txt_annotation.py; fi
-	$(BIN)/python train.py
+	$(BIN)/python train.py $(ARGS)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -n 2 --durations=15 tests

@@ -20,7 +20,8 @@ from utils import cifar10
 from utils.annotation import DEFAULT_CLASSES, prepare_annotations
 from utils.splits import MAX_FRACTION
 from utils.cli import ArgumentParser, UserError, default_workers, run
-from utils.dataset_import import DEFAULT_MAX_RATIO, RATIO_ENV, has_dataset, import_dataset
+from utils.dataset_import import (DEFAULT_MAX_RATIO, RATIO_ENV, has_dataset, held_origin,
+                                  import_dataset, origin_of)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -75,6 +76,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def keep_or_refuse(datasets: Path, source: str | None) -> None:
+    """An import over an existing dataset: the same, unchanged source is left as it is;
+    anything else is refused, never silently replaced and never silently ignored."""
+    wanted = origin_of(source) if source else cifar10.CIFAR10_ORIGIN
+    held = held_origin(datasets)
+    what = source or "CIFAR-10"
+    if held == wanted:
+        print(f"{datasets}/ already holds {what} as imported: left as is")
+        return
+    if held is not None and held.get("source") == wanted["source"]:
+        holds = f"an older import of {what} (it changed since)"
+    else:
+        holds = f"another dataset ({held['source']})" if held else "another dataset"
+    make = f"make train DATA={source} FORCE=1" if source else "make train FORCE=1"
+    raise UserError(f"{datasets}/ already holds {holds}: replace it with --force ({make}), "
+                    "or import into another folder with --datasets")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Import or export a dataset if asked (never over an existing one without --force),
     then write the annotation files."""
@@ -83,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.source and not Path(args.source).exists():
         raise UserError(f"--from {args.source}: no such file or folder")
     if (args.cifar10 or args.source) and has_dataset(datasets) and not args.force:
-        print(f"{datasets}/ already holds a dataset: left as is (use --force to replace it)")
+        keep_or_refuse(datasets, args.source)
     elif args.cifar10:
         archive = args.cifar10_archive or os.environ.get(cifar10.ARCHIVE_ENV)
         cache_dir = Path(args.classes).parent

@@ -64,20 +64,29 @@ def test_import_copies_the_files_byte_for_byte_and_annotates(project, source, ki
     for split in ("train", "test"):
         assert files_under(project / "datasets" / split) == files_under(source / split)
     assert (project / "datasets/README.md").exists()  # the rest of datasets/ is left alone
-    assert not [p for p in (project / "datasets").iterdir() if p.name.startswith(".")]
+    hidden = [p.name for p in (project / "datasets").iterdir() if p.name.startswith(".")]
+    assert hidden == [".origin.json"]  # no staging folder left; where the dataset came from
     assert len(listed(project, "train", "val")) == 4  # val: held out of train/
     assert (project / "model_data/cls_classes.txt").read_text() == "cat\ndog\n"
 
 
-def test_an_existing_dataset_is_left_as_is_without_force(project, source, tmp_path):
+def test_an_existing_dataset_is_never_replaced_nor_silently_kept_without_force(
+        project, source, tmp_path):
+    """The same, unchanged source again: left as is.  Another dataset, or the source edited
+    since: an error naming --force (the old behaviour said "left as is" and trained on the
+    previous dataset)."""
     assert import_(project, source).returncode == 0
-    other = make_dataset(tmp_path / "other", classes=("ant", "bee"), train=1, test=1)
     before = snapshot(project / "datasets")
-    result = import_(project, other)
+    result = import_(project, source)
     assert result.returncode == 0, result.stderr
-    assert "already holds a dataset: left as is" in result.stdout
-    assert snapshot(project / "datasets") == before
+    assert "as imported: left as is" in result.stdout
     assert "(unchanged)" in result.stdout  # annotations are still checked and refreshed
+    other = make_dataset(tmp_path / "other", classes=("ant", "bee"), train=1, test=1)
+    assert_clean_error(import_(project, other), "already holds another dataset", "--force",
+                       f"make train DATA={other} FORCE=1")
+    (source / "train" / "cat" / "000.png").rename(source / "train" / "cat" / "new.png")
+    assert_clean_error(import_(project, source), "an older import", "--force")
+    assert snapshot(project / "datasets") == before
 
     result = import_(project, other, "--force")
     assert result.returncode == 0, result.stderr

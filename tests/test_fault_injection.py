@@ -33,7 +33,7 @@ from utils.checkpoint import load_checkpoint
 
 EPOCHS = 4
 STEPS = 15  # 3 classes x 40 images / batch 8
-BAR = re.compile(rb"epoch (\d+)/\d+ \w+:.*?\| *(\d+)/(\d+)")
+BAR = re.compile(rb"epoch (\d+)/\d+(?: \w+)?:.*?\| *(\d+)/(\d+)")
 
 
 class Training:

@@ -192,14 +192,18 @@ def test_missing_image_is_skipped_with_a_warning(project):
 
 def test_backbone_defaults_apply_unless_given():
     import train as train_script
+    from utils import recipe
 
-    cfg, explicit = train_script.parse(train_script.TrainConfig, ["--backbone", "vgg16"])
-    assert train_script.with_backbone_defaults(cfg, explicit).lr == 0.01
-    cfg, explicit = train_script.parse(train_script.TrainConfig,
-                                       ["--backbone", "vgg16", "--lr", "0.05"])
-    assert train_script.with_backbone_defaults(cfg, explicit).lr == 0.05
-    cfg, explicit = train_script.parse(train_script.TrainConfig, [])
-    assert train_script.with_backbone_defaults(cfg, explicit).lr == cfg.lr == 0.2
+    cifar = recipe.Survey(tuple("abcdefghij"), (5000,) * 10, 0, 10000, (32, 32))
+    gpu = torch.device("cuda")
+
+    def lr(*argv):
+        cfg, explicit = train_script.parse(train_script.TrainConfig, list(argv))
+        return recipe.choose(cfg, explicit, cifar, gpu).cfg.lr
+
+    assert lr("--backbone", "vgg16") == 0.01
+    assert lr("--backbone", "vgg16", "--lr", "0.05") == 0.05
+    assert lr() == 0.2
 
 
 def test_config_file_round_trips_and_flags_override_it(tmp_path):

@@ -171,6 +171,10 @@ def _read_batches(tar: tarfile.TarFile, batches: tuple[str, ...],
     return np.concatenate(images), np.concatenate(labels)
 
 
+#: What a CIFAR-10 export records as its origin (the archive it came from does not matter).
+CIFAR10_ORIGIN = {"source": "CIFAR-10"}
+
+
 def export(archive: str | os.PathLike, target: str | os.PathLike = "datasets",
            replace: bool = False, workers: int = 1) -> None:
     """Export ``archive`` into ``target/{train,test}/<class>/NNNNN.png`` (all or nothing)."""
@@ -193,7 +197,7 @@ def export(archive: str | os.PathLike, target: str | os.PathLike = "datasets",
             with ProcessPoolExecutor(workers) as pool:
                 list(pool.map(_write_pngs, jobs))
 
-    install_dataset(target, build, replace)
+    install_dataset(target, build, replace, origin=CIFAR10_ORIGIN)
     counts = ", ".join(f"{len(labels)} {split}" for split, (_, labels) in splits.items())
     print(f"exported CIFAR-10 ({counts} images, {len(classes)} classes) into {target}/")
 

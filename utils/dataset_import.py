@@ -26,6 +26,8 @@ limit is one clear error, and the target is left as it was.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 from utils.cli import UserError
+from utils.fileio import write_atomic
 from utils.names import class_name_problem, same_names, shown
 
 #: The split folders a dataset may have; ``train/`` is the one it must have.
@@ -66,14 +69,50 @@ def has_dataset(target: str | os.PathLike) -> bool:
     return False
 
 
+#: Where ``target`` records what its dataset was imported from (hidden: scans skip it).
+ORIGIN_FILE = ".origin.json"
+
+
+def origin_of(source: str | os.PathLike) -> dict:
+    """What importing ``source`` would put in ``datasets/``: its path and a cheap
+    fingerprint (an archive's size and time; a folder's file names, sizes and times), so a
+    source edited since its import is told apart from the copy."""
+    path = Path(source).resolve()
+    if not path.is_dir():
+        info = path.stat()
+        return {"source": str(path), "fingerprint": f"{info.st_size}:{info.st_mtime_ns}"}
+    digest = hashlib.sha1()
+    for folder, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            try:
+                info = os.stat(os.path.join(folder, name), follow_symlinks=False)
+            except OSError:
+                continue
+            relative = os.path.relpath(os.path.join(folder, name), path)
+            digest.update(f"{relative}:{info.st_size}:{info.st_mtime_ns}\n".encode(
+                "utf-8", "surrogateescape"))
+    return {"source": str(path), "fingerprint": digest.hexdigest()[:16]}
+
+
+def held_origin(target: str | os.PathLike) -> dict | None:
+    """The origin recorded when ``target``'s dataset was installed (None: unknown)."""
+    try:
+        value = json.loads((Path(target) / ORIGIN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def install_dataset(target: str | os.PathLike, build: Callable[[Path], None],
-                    replace: bool = False) -> None:
+                    replace: bool = False, origin: dict | None = None) -> None:
     """Build a dataset with ``build`` and move it into ``target``, all or nothing.
 
     ``build(staging)`` must create ``staging/train`` and may create ``staging/val`` and
     ``staging/test``.  They replace every split folder of ``target`` (only with
     ``replace``; a split the new dataset lacks is removed too, so no old image stays behind;
     other entries of ``target`` are kept).  On any failure ``target`` is left as it was.
+    ``origin`` (see :func:`origin_of`) is recorded beside it.
     """
     target = Path(target)
     if has_dataset(target) and not replace:
@@ -95,6 +134,9 @@ def install_dataset(target: str | os.PathLike, build: Callable[[Path], None],
             if (staging / split).is_dir():
                 _check_class_names(staging / split)
         _swap_in(staging, target)
+        (target / ORIGIN_FILE).unlink(missing_ok=True)
+        if origin is not None:
+            write_atomic(target / ORIGIN_FILE, json.dumps(origin))
     except OSError as exc:  # disk full, permissions, ...: the user's to fix
         raise UserError(f"cannot write the dataset into {target}/: {_reason(exc)}") from None
     finally:
@@ -162,7 +204,7 @@ def import_dataset(source: str | os.PathLike, target: str | os.PathLike = "datas
     ratio = max_ratio_setting() if max_ratio is None else max_ratio
     print(f"importing {shown(source)} into {target}/ ...", flush=True)
     try:
-        install_dataset(target, _builder(source, target, ratio), replace)
+        install_dataset(target, _builder(source, target, ratio), replace, origin_of(source))
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error,
             NotImplementedError) as exc:  # corrupt archive, unsupported zip compression
         raise UserError(f"cannot read archive {shown(source)}: {exc}") from None

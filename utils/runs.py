@@ -21,10 +21,11 @@ from typing import Any
 
 import torch
 
-from utils import distributed
+import nets
+from utils import distributed, recipe
 from utils.annotation import read_annotation, read_classes
 from utils.checkpoint import load_checkpoint, read_weights, transfer_from_file
-from utils.cli import UserError
+from utils.cli import UserError, warn
 from utils.config import from_dict, to_dict
 from utils.data import Loading, check_batch_size, make_batches
 from utils.execution import Execution
@@ -45,6 +46,7 @@ class Run:
     run_dir: Path
     resume: dict[str, Any] | None = None
     named: bool = True  #: the folder name was given (else a time stamp, made unique)
+    explicit: frozenset[str] = frozenset()  #: the settings the user gave
 
 
 def resolve_run(cfg, explicit=frozenset()) -> Run:
@@ -58,7 +60,7 @@ def resolve_run(cfg, explicit=frozenset()) -> Run:
         run_dir = Path(cfg.save_dir) / name
         if cfg.run_name:
             _check_free(run_dir)  # early, before minutes of set-up; claimed atomically later
-        return Run(cfg, run_dir, named=bool(cfg.run_name))
+        return Run(cfg, run_dir, named=bool(cfg.run_name), explicit=frozenset(explicit))
     ckpt = load_checkpoint(cfg.resume)
     run_dir = Path(cfg.resume).parent
     if "config" not in ckpt or not isinstance(ckpt["config"], dict):
@@ -80,11 +82,19 @@ def resolve_run(cfg, explicit=frozenset()) -> Run:
     state = TrainState.from_checkpoint(ckpt, cfg.resume)
     if state.epoch >= resumed.epochs:
         raise UserError(f"{cfg.resume}: the run already finished all {resumed.epochs} epochs")
+    if resumed.patience and state.best_epoch and state.epoch - state.best_epoch >= \
+            resumed.patience:
+        raise UserError(f"{cfg.resume}: the run already stopped early at epoch {state.epoch} "
+                        f"(no better validation for {resumed.patience} epochs)")
     return Run(resumed, run_dir, ckpt)
 
 
 def start_training(run: Run) -> Trainer:
-    """Build everything ``run`` trains with, claim its folder, return its trainer."""
+    """Build everything ``run`` trains with, claim its folder, return its trainer.
+
+    A fresh run's settings not given by the user are chosen from the data and the device
+    (:mod:`utils.recipe`) and printed, each with where it came from, before anything starts.
+    """
     cfg = run.cfg
     dist, device = distributed.setup(cfg.device)
     classes = read_classes(cfg.classes_path)
@@ -93,20 +103,26 @@ def start_training(run: Run) -> Trainer:
         if list(spec.classes) != classes:
             raise UserError(f"cannot resume: the checkpoint's {spec.num_classes} classes "
                             f"differ from {cfg.classes_path} ({len(classes)} classes)")
+    train_samples = read_annotation(cfg.train_annotation, classes)
+    # Read now, not after hours of training: a missing list fails before anything is written.
+    val_samples = read_annotation(cfg.val_annotation, classes, allow_empty=True)
+    test_samples = read_annotation(cfg.test_annotation, classes, allow_empty=True)
+    if run.resume is not None:
         state = TrainState.from_checkpoint(run.resume, cfg.resume)
+        plan = None
     else:
+        data = recipe.survey(classes, train_samples, val_samples, test_samples)
+        plan = recipe.choose(cfg, run.explicit, data, device, _weights(cfg, run.explicit, data))
+        cfg = run.cfg = plan.cfg
         spec = ModelSpec.create(cfg.backbone, classes, cfg.input_shape,
                                 **{f: getattr(cfg, f) for f in _arch_fields() if hasattr(cfg, f)})
         state = TrainState()
-
-    train_samples = read_annotation(cfg.train_annotation, classes)
     for phase in plan_phases(cfg):
         flag = "--freeze-batch-size" if phase.name == "freeze" else "--batch-size"
         check_batch_size(phase.batch_size, train_samples, cfg.train_annotation, flag,
                          dist.world_size)
-    # Read now, not after hours of training: a missing list fails before anything is written.
-    val_samples = read_annotation(cfg.val_annotation, classes, allow_empty=True)
-    test_samples = read_annotation(cfg.test_annotation, classes, allow_empty=True)
+    if cfg.freeze_epochs and not (cfg.pretrained or cfg.model_path) and dist.is_main:
+        warn("--freeze-epochs without --pretrained or --model-path freezes a random backbone")
 
     torch.manual_seed(cfg.seed)
     model = spec.build(pretrained=cfg.pretrained and run.resume is None)
@@ -126,6 +142,11 @@ def start_training(run: Run) -> Trainer:
                if cfg.class_weights == "auto" else None)
 
     if dist.is_main:  # folders are made only once the run is known to start
+        if plan is not None:
+            print(recipe.describe(plan, device, len(train_samples), dist.world_size), flush=True)
+        else:
+            print(f"resuming {cfg.resume}: {state.epoch} of {cfg.epochs} epochs done, best "
+                  f"so far epoch {state.best_epoch}", flush=True)
         run_dir = _open_run_dir(run)
         print(f"run folder: {run_dir}")
     else:
@@ -140,6 +161,27 @@ def class_weights(samples, num_classes: int) -> torch.Tensor:
                             minlength=num_classes).double()
     inverse = torch.where(counts > 0, 1 / counts.clamp(min=1), torch.zeros_like(counts))
     return (inverse * (counts > 0).sum() / inverse.sum()).float()
+
+
+def _weights(cfg, explicit, data: recipe.Survey) -> bool | None:
+    """Whether the backbone's ImageNet weights can be had, when the recipe would use them.
+
+    They are fetched now (once; cached in model_data/), so the recipe fits what is really
+    there.  Asked for with --pretrained, failing is an error; chosen by the recipe, a
+    warning says how to place the file and training starts from scratch.
+    """
+    url = nets.get_entry(cfg.backbone).pretrained_cfg.url
+    wanted = cfg.pretrained if "pretrained" in explicit else not data.small
+    if url is None or not wanted:
+        return None
+    try:
+        nets.download_weights(url, nets.MODEL_DIR)
+    except (OSError, ValueError) as exc:
+        if "pretrained" in explicit:
+            raise UserError(str(exc)) from exc
+        warn(f"no ImageNet weights for {cfg.backbone} ({exc}); training from scratch")
+        return False
+    return True
 
 
 def _arch_fields() -> list[str]:

@@ -16,6 +16,7 @@ resumed from ``last.pth`` replays exactly the epochs it would have run.  Setting
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,12 +127,13 @@ class Trainer:
         self.augment = BatchAugment(spec.input_shape, nets.is_small_input(spec.input_shape),
                                     cfg.augment, cfg.cutout)
         self.first_epoch = state.epoch
+        self.clock = _Clock(cfg.epochs - state.epoch)
 
     # ---------------------------------------------------------------- loop
     def fit(self) -> dict | None:
         """Train every remaining epoch, then score the test set once with the best epoch's
         weights; returns the run's results (``results.json``)."""
-        cfg, current = self.cfg, None
+        cfg, current, stopped = self.cfg, None, None
         log = RunLog(self.run_dir, self.state.epoch, self.k) if self.dist.is_main else None
         started = time.perf_counter()
         try:
@@ -158,7 +160,15 @@ class Trainer:
                     log.log_epoch(record, best_epoch=self.state.best_epoch)
                     self._save_checkpoints(val, current)
                     tqdm.write(self._epoch_line(record, val))
-            results = self._final_test(log, time.perf_counter() - started)
+                self.clock.epoch_done()
+                stopped = self._early_stop()
+                if stopped:
+                    break
+            results = self._final_test(log, time.perf_counter() - started, stopped)
+        except KeyboardInterrupt:
+            if self.dist.is_main:
+                self._say_what_was_kept()
+            raise
         finally:
             if log is not None:
                 log.close()
@@ -173,6 +183,29 @@ class Trainer:
             state.best_epoch = epoch
             state.best_top1 = val.top1 if val is not None else state.best_top1
             self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def _early_stop(self) -> dict | None:
+        """Whether ``--patience`` epochs have passed without a better validation score."""
+        state, patience = self.state, self.cfg.patience
+        if not patience or self.val_batches is None or state.epoch >= self.cfg.epochs \
+                or state.epoch - state.best_epoch < patience:
+            return None
+        if self.dist.is_main:
+            print(f"early stop after epoch {state.epoch} of {self.cfg.epochs}: validation "
+                  f"top-1 has not improved for {patience} epochs (best: epoch "
+                  f"{state.best_epoch}, {state.best_top1:.4f})", flush=True)
+        return {"epoch": state.epoch, "patience": patience}
+
+    def _say_what_was_kept(self) -> None:
+        """After Ctrl-C: what is on disk, and the command that continues the run."""
+        state, last = self.state, self.run_dir / "last.pth"
+        if not last.exists():
+            print(f"\ninterrupted in the first epoch: nothing saved in {self.run_dir} yet",
+                  file=sys.stderr)
+            return
+        print(f"\ninterrupted: {self.run_dir} keeps last.pth (epoch {state.epoch} of "
+              f"{self.cfg.epochs}) and best.pth (epoch {state.best_epoch}); continue with\n"
+              f"  python train.py --resume {last}", file=sys.stderr, flush=True)
 
     def _val_columns(self, val: EvalResult | None) -> dict:
         if val is None:
@@ -189,7 +222,8 @@ class Trainer:
                      f"{' (best)' if self.state.best_epoch == record['epoch'] else ''} | ")
         return line + f"{record['img_per_s']:.0f} img/s, {record['seconds']:.1f}s"
 
-    def _final_test(self, log: RunLog | None, seconds: float) -> dict | None:
+    def _final_test(self, log: RunLog | None, seconds: float,
+                    stopped: dict | None) -> dict | None:
         """Score ``best.pth``'s weights on the test set once; write ``results.json``."""
         state, cfg = self.state, self.cfg
         selected = (f"best validation top-1 {state.best_top1:.4f} on {cfg.val_annotation}"
@@ -197,7 +231,7 @@ class Trainer:
                     "the last epoch (no validation set to choose another)")
         results = {"run": str(self.run_dir), "epochs": state.epoch, "seconds": seconds,
                    "checkpoint": "best.pth", "best_epoch": state.best_epoch,
-                   "selected_by": selected, "test": None}
+                   "selected_by": selected, "stopped_early": stopped, "test": None}
         if self.test_samples:
             self.model.load_state_dict(self._best_weights())
             batches = make_batches(self.test_samples, self.spec.geometry, cfg.eval_batch_size,
@@ -278,10 +312,11 @@ class Trainer:
         sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss, correct
         count = 0  # known on the host: counting it on the device would sync every step
         steps = len(run.batches)
-        bar = tqdm(run.batches, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs} "
-                   f"{run.phase.name}", disable=not self.dist.is_main, dynamic_ncols=True,
-                   leave=False)
+        phase = f" {run.phase.name}" if len(self.phases) > 1 else ""
+        bar = tqdm(run.batches, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}{phase}",
+                   disable=not self.dist.is_main, dynamic_ncols=True, leave=False)
         t0 = time.perf_counter()
+        self.clock.start()
         for step, (images, labels) in enumerate(bar, 1):
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
@@ -292,28 +327,33 @@ class Trainer:
             count += len(labels)
             sums += torch.stack([loss.detach().double() * len(labels),
                                  (logits.argmax(1) == labels).sum().double()])
+            if epoch == self.first_epoch and step == min(3, steps) and self.dist.is_main:
+                self._print_eta(self.clock.eta(step / steps))
             if step % LOG_EVERY == 0 or step == steps:
                 loss_sum, correct = sums.tolist()  # the only host sync
                 if not math.isfinite(loss_sum):
                     raise UserError(f"the loss became {loss_sum} at epoch {epoch + 1}: "
                                     "lower --lr or use --amp off")
                 elapsed = time.perf_counter() - t0
+                eta = self.clock.eta(step / steps)
                 bar.set_postfix(loss=f"{loss_sum / count:.4f}", acc=f"{correct / count:.3f}",
                                 lr=f"{run.optimizer.param_groups[0]['lr']:.4g}",
-                                img_s=f"{count * self.dist.world_size / elapsed:.0f}")
-                if epoch == self.first_epoch and step == LOG_EVERY and self.dist.is_main:
-                    self._print_eta(elapsed / step, steps)
+                                img_s=f"{count * self.dist.world_size / elapsed:.0f}",
+                                run_eta=_duration(eta))
         elapsed = time.perf_counter() - t0
         totals = self.dist.all_reduce(torch.cat([sums, sums.new_tensor([count])]))
         loss_sum, correct, count = totals.tolist()
         return {"train_loss": loss_sum / max(count, 1), "train_acc": correct / max(count, 1),
                 "img_per_s": count / elapsed}
 
-    def _print_eta(self, seconds_per_step: float, steps_per_epoch: int) -> None:
+    def _print_eta(self, seconds: float) -> None:
+        """The whole run's duration, from its first steps; a warning when it takes hours."""
         epochs = self.cfg.epochs - self.first_epoch
-        remaining = epochs * steps_per_epoch * seconds_per_step
-        tqdm.write(f"ETA for {epochs} epochs: about "
-                   f"{remaining / 60:.1f} min (excluding evaluation)")
+        tqdm.write(f"about {_duration(seconds)} for the {epochs} epoch(s) of this run, from "
+                   "the first steps (the bar's run_eta keeps it current)")
+        if seconds > 3600 and self.execution.device.type == "cpu":
+            warn(f"this run will take about {_duration(seconds)} on this CPU: fewer --epochs, "
+                 "a smaller --input-shape or --patience shortens it")
 
     # ---------------------------------------------------------------- checkpoints
     def _save_checkpoints(self, val: EvalResult | None, run: _PhaseRun) -> None:
@@ -334,3 +374,31 @@ class Trainer:
             save_checkpoint(ckpt, self.run_dir / "best.pth")
         save_checkpoint(ckpt, self.run_dir / "last.pth")
 
+
+
+class _Clock:
+    """The time left in a run, from the share of its epochs done (evaluation included)."""
+
+    def __init__(self, epochs: int):
+        self.epochs, self.done, self.started = max(epochs, 1), 0, None
+
+    def start(self) -> None:
+        """Start at the first training step: set-up (the decode cache) does not repeat."""
+        if self.started is None:
+            self.started = time.perf_counter()
+
+    def epoch_done(self) -> None:
+        self.done += 1
+
+    def eta(self, epoch_fraction: float) -> float:
+        """Seconds left, when the current epoch is ``epoch_fraction`` done."""
+        elapsed = time.perf_counter() - self.started
+        progress = (self.done + epoch_fraction) / self.epochs
+        return elapsed / progress - elapsed if progress > 0 else 0.0
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return f"{seconds:.0f} s"
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"

@@ -1,0 +1,205 @@
+"""Settings chosen from the data and the device: what a practitioner would pick.
+
+Every setting a user gives (flag or ``--config``) is kept as given.  The others that are
+marked ``auto`` in ``train.TrainConfig`` are chosen here from a :class:`Survey` of the
+training data and from the device, and each choice comes with the reason the run's plan
+prints.  The recipes:
+
+* small images (CIFAR-style, under 96 px) on a GPU: the CIFAR-10 recipe, unchanged, at the
+  images' own size (batch sizes bounded by the training set);
+* photos: ImageNet transfer when the backbone has weights (one frozen epoch to fit the new
+  head, then everything), at the weights' input size; from scratch, a smaller input on a
+  CPU, where a 224 px network trains several times slower;
+* everywhere: a warm-up of at most a tenth of the run, and early stopping on validation
+  for the short photo runs.
+
+Figures behind the choices are in the README ("Your own photos").
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+import nets
+
+#: Images sampled for their size: enough for a median, quick to read (headers only).
+SIZE_SAMPLE = 200
+
+#: Where a backbone needs other settings than the defaults; a flag or a --config value still
+#: wins.  VGG16 has no BatchNorm: from scratch it diverges at the BN networks' rate.
+BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "vgg16": {"lr": 0.01, "warmup_epochs": 5.0},
+}
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What the training run will see, before it starts."""
+
+    classes: tuple[str, ...]
+    counts: tuple[int, ...]  #: training images per class
+    val: int
+    test: int
+    size: tuple[int, int] | None  #: median (H, W) of a sample of training images
+
+    @property
+    def train(self) -> int:
+        return sum(self.counts)
+
+    @property
+    def small(self) -> bool:
+        """CIFAR-style images, trained at their own size with the small-input stems."""
+        return self.size is not None and nets.is_small_input(self.size)
+
+    @property
+    def imbalance(self) -> float:
+        """Largest over smallest class (classes without images aside)."""
+        present = [c for c in self.counts if c]
+        return max(present) / min(present) if present else 1.0
+
+    def describe(self) -> str:
+        size = f"; images about {self.size[1]}x{self.size[0]}" if self.size else ""
+        balance = ("balanced" if self.imbalance < 1.5
+                   else f"imbalance {self.imbalance:.1f}x, largest over smallest")
+        return (f"{self.train} training images in {len(self.classes)} classes ({balance}), "
+                f"{self.val} validation, {self.test} test{size}")
+
+
+def survey(classes: Sequence[str], train, val, test) -> Survey:
+    """Count the samples per class and read the size of up to :data:`SIZE_SAMPLE` images."""
+    counts = [0] * len(classes)
+    for label, _ in train:
+        counts[label] += 1
+    step = max(1, len(train) // SIZE_SAMPLE)
+    sizes = []
+    for _, path in train[::step][:SIZE_SAMPLE]:
+        try:
+            with Image.open(path) as image:  # the header only
+                sizes.append((image.height, image.width))
+        except Exception:  # noqa: BLE001 - unreadable images are reported where they are read
+            continue
+    size = (round(statistics.median(h for h, _ in sizes)),
+            round(statistics.median(w for _, w in sizes))) if sizes else None
+    return Survey(tuple(classes), tuple(counts), len(val), len(test), size)
+
+
+@dataclass
+class Choices:
+    """A config with, per setting, where its value came from."""
+
+    cfg: Any
+    why: dict[str, str]  #: setting -> "given", "default" or the reason it was chosen
+    data: Survey
+
+    def set(self, name: str, value, reason: str) -> None:
+        if self.why.get(name) != "given":
+            self.cfg = dataclasses.replace(self.cfg, **{name: value})
+            self.why[name] = reason
+
+
+def choose(cfg, explicit, data: Survey, device: torch.device,
+           weights_available: bool | None = None) -> Choices:
+    """The settings for this run: the given ones, and the others chosen for ``data`` on
+    ``device`` (``weights_available``: whether the backbone's ImageNet weights can be had,
+    when that matters; ``None`` = not asked)."""
+    from dataclasses import fields
+
+    choices = Choices(cfg, {f.name: "given" if f.name in explicit else "default"
+                            for f in fields(cfg)}, data)
+    for name, value in BACKBONE_DEFAULTS.get(cfg.backbone, {}).items():
+        choices.set(name, value, f"{cfg.backbone}'s own default")
+    gpu = device.type == "cuda"
+    if data.small:
+        _small_images(choices, data, gpu)
+    else:
+        _photos(choices, data, gpu, bool(weights_available))
+    _batches(choices, data)
+    _warmup(choices)
+    return choices
+
+
+def _small_images(choices: Choices, data: Survey, gpu: bool) -> None:
+    choices.set("input_shape", data.size, "the images' own size (small images)")
+
+
+def _photos(choices: Choices, data: Survey, gpu: bool, transfer: bool) -> None:
+    cfg = choices.cfg
+    entry = nets.get_entry(cfg.backbone)
+    transfer = transfer and choices.why["pretrained"] != "given" or cfg.pretrained
+    if transfer:
+        choices.set("pretrained", True, "photos: start from the ImageNet weights")
+        choices.set("input_shape", entry.pretrained_cfg.input_size,
+                    "the size the ImageNet weights were trained at")
+        choices.set("freeze_epochs", 1, "fit the new head on the frozen backbone first")
+        choices.set("epochs", 15, "fine-tuning converges in a few epochs")
+        choices.set("lr", 0.05, "fine-tuning: a quarter of the from-scratch rate")
+        choices.set("patience", 5, "stop once validation stops improving")
+    else:
+        side = 224 if gpu else 128
+        choices.set("input_shape", (side, side),
+                    "photos from scratch" + ("" if gpu else ": 128 px trains about 3x faster "
+                                             "than 224 on a CPU"))
+        choices.set("epochs", 40 if not gpu else 90, "from scratch on a small set")
+        choices.set("patience", 10, "stop once validation stops improving")
+    if choices.why["batch_size"] != "given":
+        choices.set("batch_size", 64 if gpu else 32, "photos")
+
+
+def _batches(choices: Choices, data: Survey) -> None:
+    """Batch sizes never above the training set: at most an eighth of it, a power of two."""
+    cfg = choices.cfg
+    cap = 8
+    while cap * 2 <= max(8, data.train // 8):
+        cap *= 2
+    if cfg.batch_size > cap:
+        choices.set("batch_size", cap, f"at most an eighth of the {data.train} training images")
+    choices.set("freeze_batch_size", choices.cfg.batch_size, "the batch size")
+
+
+def _warmup(choices: Choices) -> None:
+    cfg = choices.cfg
+    tenth = cfg.epochs / 10
+    if cfg.warmup_epochs > tenth:
+        choices.set("warmup_epochs", round(tenth, 2), "at most a tenth of the run")
+
+
+def describe(choices: Choices, device: torch.device, train_images: int,
+             world_size: int = 1) -> str:
+    """The run's plan: the data, the device, and each setting that was chosen or given,
+    with where it came from; then what one epoch and the whole run take in steps."""
+    from dataclasses import fields
+
+    from utils.data import training_batches
+
+    cfg = choices.cfg
+    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    lines = [f"data      {choices.data.describe()}",
+             f"device    {device}{threads}{f' x {world_size} processes' if world_size > 1 else ''}",
+             "settings  (given: by you; auto: chosen for these data and this device; "
+             "every one is a flag)"]
+    auto_fields = {f.name for f in fields(cfg) if f.metadata.get("auto")}
+    width = max(len(name) for name in auto_fields | set(choices.why))
+    for f in fields(cfg):
+        why = choices.why[f.name]
+        if why == "default" and f.name not in auto_fields:
+            continue
+        value = getattr(cfg, f.name)
+        shown = " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        label = why if why in ("given", "default") else f"auto: {why}"
+        lines.append(f"  {f.name:<{width}}  {shown:<12} {label}")
+    per_rank = -(-train_images // world_size)
+    steps, left_out = training_batches(per_rank, cfg.batch_size)
+    schedule = (f"{cfg.freeze_epochs} frozen-backbone epoch(s), then " if cfg.freeze_epochs
+                else "")
+    lines.append(f"schedule  {schedule}{cfg.epochs - min(cfg.freeze_epochs, cfg.epochs)} "
+                 f"epoch(s) of {steps} steps (batch {cfg.batch_size})"
+                 + (f"; {left_out} images sit out each epoch, a different few each time (a "
+                    "batch that small would unsettle BatchNorm)" if left_out else "")
+                 + (f"; stops early after {cfg.patience} epochs without a better validation "
+                    "score" if cfg.patience else ""))
+    return "\n".join(lines)
