@@ -2,6 +2,7 @@
 
     python benchmark.py --backbone mobilenetv2 --input-shape 32 32 --batch-size 512
     python benchmark.py --baseline     # also the per-sample PIL / one-by-one loops, same run
+    python benchmark.py --make-dataset photos --archive cifar10-jpg.tar.gz --out photos/
 
 Every figure is a median over repeated timed windows after a warm-up; GPU work is
 synchronised before each clock read.  Needs annotation files (``txt_annotation.py``).
@@ -19,9 +20,10 @@ from torchvision.transforms import v2
 
 import nets
 from utils import preprocess
+from utils.bench_data import cifar_subset, photo_set
 from utils.annotation import ANNOTATION_FILES, DEFAULT_CLASSES, read_annotation, read_classes
 from utils.augment import BatchAugment
-from utils.cli import ArgumentParser, default_workers, run
+from utils.cli import ArgumentParser, UserError, default_workers, run
 from utils.data import Loading, check_batch_size, make_batches, one_by_one_batches
 from utils.distributed import resolve_device
 from utils.evaluate import evaluate
@@ -54,6 +56,12 @@ def parse_args(argv):
                    help="also time a per-sample PIL DataLoader and a one-image-at-a-time eval")
     p.add_argument("--baseline-images", type=int, default=2000,
                    help="images the (slow) baseline loops process per window")
+    p.add_argument("--make-dataset", choices=("photos", "cifar-subset"),
+                   help="write a benchmark dataset cut from the CIFAR-10 JPEG archive: "
+                        "3 classes of 320x240 photo-like JPEGs (100 train / 50 test each), or "
+                        "the first 500 / 200 images of every class; then exit")
+    p.add_argument("--archive", help="--make-dataset: the CIFAR-10 JPEG archive")
+    p.add_argument("--out", help="--make-dataset: the folder to write")
     p.add_argument("--stages", nargs="+", choices=("data", "train", "eval"),
                    default=["data", "train", "eval"], help="what to measure")
     return p.parse_args(argv)
@@ -210,6 +218,13 @@ STAGES = {"data": bench_data, "train": bench_train, "eval": bench_eval}
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.make_dataset:
+        if not (args.archive and args.out):
+            raise UserError("--make-dataset needs --archive (the CIFAR-10 JPEG archive) and --out")
+        make = {"photos": photo_set, "cifar-subset": cifar_subset}
+        out = make[args.make_dataset](args.archive, args.out)
+        print(f"wrote {sum(1 for p in out.rglob('*') if p.is_file())} images into {out}/")
+        return 0
     device = resolve_device(args.device)
     classes = read_classes(args.classes)
     spec = ModelSpec.create(args.backbone, classes, args.input_shape,
@@ -225,7 +240,7 @@ def main(argv=None) -> int:
 
     def read(annotation):
         if annotation not in samples:
-            samples[annotation] = read_annotation(annotation, spec.num_classes)
+            samples[annotation] = read_annotation(annotation, spec.classes)
         return samples[annotation]
 
     check_batch_size(args.batch_size, read(args.data), args.data)

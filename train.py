@@ -58,11 +58,15 @@ class TrainConfig:
     eval_batch_size: int = setting(1024, "batch size for the per-epoch evaluation",
                                    valid=at_least(1))
     patience: int | None = setting(None, "stop when validation top-1 has not improved for "
-                                   "this many epochs (unset: never)", valid=at_least(1),
-                                   auto=AUTO)
+                                   "this many epochs (unset: never)", valid=at_least(1))
+    time_budget: float | None = setting(None, "minutes the run may take: the epochs are fitted "
+                                        "to it from a measured step, and training stops "
+                                        "before it would overrun (unset: no limit)",
+                                        valid=above(0))
     # --- optimisation
     optimizer: str = setting("sgd", "sgd is Nesterov momentum", OPTIMIZERS, auto=AUTO)
-    lr: float = setting(0.2, "learning rate for a global batch of 256 (scaled linearly)",
+    lr: float = setting(0.2, "learning rate for a global batch of 256 (scaled linearly for "
+                        "sgd, by the square root for adam/adamw)",
                         valid=above(0), auto=AUTO)
     momentum: float = setting(0.9, "SGD momentum", valid=between(0, 1))
     weight_decay: float = setting(5e-4, "weight decay (not applied to BatchNorm and biases)",

@@ -22,10 +22,10 @@ from nets import mobilenetv1, mobilenetv2, resnet, vgg  # noqa: F401
 from nets.common import MIN_INPUT, SMALL_INPUT, is_small_input
 from nets.pretrained import (MODEL_DIR, LoadReport, download_weights, load_pretrained,
                              transfer_weights)
-from nets.registry import (IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, available, get_entry,
-                           register_model)
+from nets.registry import (IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, arguments, available,
+                           get_entry, register_model)
 
-__all__ = ["get_model", "available", "register_model", "get_entry", "PretrainedCfg",
+__all__ = ["get_model", "available", "arguments", "register_model", "get_entry", "PretrainedCfg",
            "load_pretrained", "download_weights", "transfer_weights", "LoadReport",
            "is_small_input", "MIN_INPUT", "SMALL_INPUT", "IMAGENET_MEAN", "IMAGENET_STD",
            "MODEL_DIR"]

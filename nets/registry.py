@@ -64,6 +64,16 @@ def register_model(pretrained_cfg: PretrainedCfg):
     return decorate
 
 
+def arguments(name: str) -> frozenset[str]:
+    """The arguments of network ``name``'s class (those its builder fixes, like a ResNet's
+    ``layers``, included): what ``get_model`` may pass through."""
+    import inspect
+    import typing
+
+    network = typing.get_type_hints(get_entry(name).builder)["return"]
+    return frozenset(inspect.signature(network).parameters) - {"num_classes", "small_input"}
+
+
 def available() -> list[str]:
     """Names of every registered network, sorted."""
     return sorted(_REGISTRY)

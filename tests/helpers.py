@@ -40,6 +40,35 @@ def make_dataset(root: Path, classes=("cat", "dog"), train=6, test=3, size=(16, 
     return root / "datasets"
 
 
+SHAPES = ("circle", "square", "triangle")
+
+
+def make_shapes_dataset(root: Path, train=60, test=20, size=32, seed=0) -> Path:
+    """``root/datasets/{train,test}/{circle,square,triangle}/``: one shape per image, in its
+    class's colour family (red, green, blue), of random size, place and shade, on noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    for split, count in (("train", train), ("test", test)):
+        for c, name in enumerate(SHAPES):
+            for i in range(count):
+                pixels = rng.integers(0, 90, (size, size, 3))
+                r = rng.uniform(0.18, 0.35) * size
+                cy, cx = rng.uniform(r, size - r, 2)
+                if name == "circle":
+                    mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+                elif name == "square":
+                    mask = (abs(yy - cy) <= r * 0.85) & (abs(xx - cx) <= r * 0.85)
+                else:
+                    mask = (yy >= cy - r) & (yy <= cy + r) & (abs(xx - cx) <= (yy - cy + r) / 2)
+                colour = np.full(3, 40)
+                colour[c] = rng.integers(160, 256)
+                pixels[mask] = colour + rng.integers(0, 40, 3)
+                path = root / "datasets" / split / name / f"{i:03d}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels.astype(np.uint8)).save(path)
+    return root / "datasets"
+
+
 def listed(project: Path, *splits: str) -> list[str]:
     """The ``<class_id>;<path>`` lines of the project's annotation files of ``splits``."""
     return [line for split in splits

@@ -7,9 +7,12 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step")
 
 
-def scaled_lr(lr: float, global_batch: int) -> float:
-    """The linear scaling rule: ``lr`` is the rate for a global batch of 256."""
-    return lr * global_batch / 256
+def scaled_lr(lr: float, global_batch: int, optimizer: str = "sgd") -> float:
+    """``lr`` is the rate for a global batch of 256: scaled linearly for SGD (Goyal et al.,
+    2017), by the square root for Adam and AdamW (Malladi et al., 2022: their updates are
+    normalised, so the gradient noise, not the step, grows with the batch)."""
+    ratio = global_batch / 256
+    return lr * (ratio if optimizer == "sgd" else ratio ** 0.5)
 
 
 def make_optimizer(model: torch.nn.Module, name: str, lr: float, *, weight_decay: float,

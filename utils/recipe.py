@@ -7,6 +7,9 @@ prints.  The recipes:
 
 * small images (CIFAR-style, under 96 px) on a GPU: the CIFAR-10 recipe, unchanged, at the
   images' own size (batch sizes bounded by the training set);
+* small images on a CPU, where time is what users feel: a half-width MobileNet, AdamW,
+  batches of 64 (the fastest per image, and the peak memory stays under 1.5 GiB), and the
+  epochs a CPU gets through in about twenty minutes;
 * photos: ImageNet transfer when the backbone has weights (one frozen epoch to fit the new
   head, then everything), at the weights' input size; from scratch, a smaller input on a
   CPU, where a 224 px network trains several times slower;
@@ -29,6 +32,13 @@ import nets
 
 #: Images sampled for their size: enough for a median, quick to read (headers only).
 SIZE_SAMPLE = 200
+#: Seconds an epoch spends beyond its steps (checkpoints, logs, plots): for time budgets.
+EPOCH_OVERHEAD = 1.0
+#: Training images a CPU recipe gets through (about 20 minutes at 250 img/s, 2 cores).
+CPU_IMAGES = 300_000
+#: From this many training images a CPU recipe halves the MobileNets' width: below it a run
+#: is short anyway, and full width learns more per epoch.
+HALF_WIDTH_IMAGES = 2000
 
 #: Where a backbone needs other settings than the defaults; a flag or a --config value still
 #: wins.  VGG16 has no BatchNorm: from scratch it diverges at the BN networks' rate.
@@ -96,6 +106,10 @@ class Choices:
     why: dict[str, str]  #: setting -> "given", "default" or the reason it was chosen
     data: Survey
 
+    @property
+    def given(self) -> set[str]:
+        return {name for name, why in self.why.items() if why == "given"}
+
     def set(self, name: str, value, reason: str) -> None:
         if self.why.get(name) != "given":
             self.cfg = dataclasses.replace(self.cfg, **{name: value})
@@ -123,8 +137,35 @@ def choose(cfg, explicit, data: Survey, device: torch.device,
     return choices
 
 
+def fit_to_budget(choices: Choices, train_seconds: float, eval_seconds: float) -> None:
+    """Epochs that fit ``--time-budget``, from measured seconds per image of a training step
+    and of an evaluation pass (the validation set is scored every epoch)."""
+    cfg, data = choices.cfg, choices.data
+    epoch = data.train * train_seconds + data.val * eval_seconds + EPOCH_OVERHEAD
+    epochs = max(1, int(cfg.time_budget * 60 // epoch))
+    choices.set("epochs", epochs, f"about {epoch:.0f} s an epoch (measured) fits "
+                                  f"{cfg.time_budget:g} min")
+    _warmup(choices)
+
+
 def _small_images(choices: Choices, data: Survey, gpu: bool) -> None:
     choices.set("input_shape", data.size, "the images' own size (small images)")
+    if gpu:
+        return  # the CIFAR-10 recipe, as it is
+    cfg = choices.cfg
+    if "width_mult" in nets.arguments(cfg.backbone) and data.train >= HALF_WIDTH_IMAGES:
+        choices.set("width_mult", 0.5, f"CPU recipe, {data.train:,} images: 3x the images per "
+                                       "second of full width")
+    if "lr" not in choices.given:  # a rate given means the optimizer it was meant for
+        choices.set("optimizer", "adamw", "CPU recipe: gets far in the few epochs a CPU "
+                                          "affords")
+    if choices.cfg.optimizer == "adamw":
+        choices.set("lr", 0.02, "AdamW's rate per 256 images")
+        choices.set("weight_decay", 0.05, "AdamW's decoupled decay")
+    choices.set("batch_size", 64, "CPU recipe: the fastest per image, under 1.5 GiB")
+    epochs = min(150, max(10, round(CPU_IMAGES / max(data.train, 1))))
+    choices.set("epochs", epochs, f"CPU recipe: about {epochs * data.train:,} images, "
+                                  "some twenty minutes")
 
 
 def _photos(choices: Choices, data: Survey, gpu: bool, transfer: bool) -> None:
@@ -138,14 +179,12 @@ def _photos(choices: Choices, data: Survey, gpu: bool, transfer: bool) -> None:
         choices.set("freeze_epochs", 1, "fit the new head on the frozen backbone first")
         choices.set("epochs", 15, "fine-tuning converges in a few epochs")
         choices.set("lr", 0.05, "fine-tuning: a quarter of the from-scratch rate")
-        choices.set("patience", 5, "stop once validation stops improving")
     else:
         side = 224 if gpu else 128
         choices.set("input_shape", (side, side),
                     "photos from scratch" + ("" if gpu else ": 128 px trains about 3x faster "
                                              "than 224 on a CPU"))
         choices.set("epochs", 40 if not gpu else 90, "from scratch on a small set")
-        choices.set("patience", 10, "stop once validation stops improving")
     if choices.why["batch_size"] != "given":
         choices.set("batch_size", 64 if gpu else 32, "photos")
 

@@ -31,7 +31,8 @@ from utils.data import Loading, check_batch_size, make_batches
 from utils.execution import Execution
 from utils.fileio import write_atomic
 from utils.model_spec import ModelSpec
-from utils.trainer import Trainer, plan_phases
+from utils.augment import BatchAugment
+from utils.trainer import Trainer, measure_speed, plan_phases
 from utils.train_state import TrainState
 
 #: Where and how fast a run executes, not what it computes: a resume may change these.
@@ -134,6 +135,12 @@ def start_training(run: Run) -> Trainer:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     execution = Execution.create(spec, device, cfg.amp, cfg.channels_last)
     model = execution.prepare(model)
+    if plan is not None and cfg.time_budget:
+        augment = BatchAugment(spec.input_shape, nets.is_small_input(spec.input_shape))
+        recipe.fit_to_budget(plan, *measure_speed(model, spec, execution,
+                                                  min(cfg.batch_size, len(train_samples)),
+                                                  augment))
+        cfg = run.cfg = plan.cfg
     loading = Loading(cfg.workers, cfg.cache_dir if cfg.cache else None)
     val_batches = make_batches(val_samples, spec.geometry, cfg.eval_batch_size, train=False,
                                device=device, source=cfg.val_annotation, loading=loading,

@@ -42,8 +42,13 @@ from utils.optim import make_optimizer, make_scheduler, scaled_lr
 from utils.run_log import RunLog
 from utils.train_state import TrainState
 
-MIN_SENSIBLE_STEPS = 200  # below this an SGD/Adam schedule barely gets going
 LOG_EVERY = 25  # steps between host syncs for the progress bar
+#: Epochs of at most this many steps end by re-measuring the BatchNorm statistics: their
+#: running averages (momentum 0.1, about the last ten steps) trail weights that change
+#: that fast, and a validation read through them scores a learnt model as chance.
+SHORT_EPOCH_STEPS = 50
+#: Images the re-measurement looks at (enough for a mean and variance per channel).
+RECALIBRATION_IMAGES = 512
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,41 @@ def train_step(model, images, labels, augment, optimizer, scaler, execution: Exe
     scaler.step(optimizer)
     scaler.update()
     return loss, logits
+
+
+def measure_speed(model: torch.nn.Module, spec: ModelSpec, execution: Execution,
+                  batch_size: int, augment: BatchAugment) -> tuple[float, float]:
+    """Seconds per image of a training step and of an evaluation pass, timed on a copy of
+    ``model`` with random images (the weights and statistics of ``model`` are untouched)."""
+    import copy
+
+    model = copy.deepcopy(model)
+    images = torch.randint(0, 256, (batch_size, 3, *spec.geometry.base), dtype=torch.uint8,
+                           device=execution.device)
+    labels = torch.randint(0, spec.num_classes, (batch_size,), device=execution.device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    scaler = torch.amp.GradScaler(execution.device.type, enabled=False)
+
+    def timed(step, calls: int) -> float:
+        for _ in range(2):  # warm-up: allocations, kernel selection
+            step()
+        if execution.device.type == "cuda":
+            torch.cuda.synchronize(execution.device)
+        start = time.perf_counter()
+        for _ in range(calls):
+            step()
+        if execution.device.type == "cuda":
+            torch.cuda.synchronize(execution.device)
+        return (time.perf_counter() - start) / (calls * batch_size)
+
+    model.train()
+    train = timed(lambda: train_step(model, images, labels, augment, optimizer, scaler,
+                                     execution), 4)
+    model.eval()
+    with torch.inference_mode():
+        evaluation = timed(lambda: execution.logits(model, images[:, :, :spec.input_shape[0],
+                                                                :spec.input_shape[1]]), 3)
+    return train, evaluation
 
 
 @dataclass
@@ -147,6 +187,8 @@ class Trainer:
                 current.batches.set_epoch(epoch)
                 t0 = time.perf_counter()
                 train = self._train_epoch(current, epoch)
+                if len(current.batches) <= SHORT_EPOCH_STEPS:
+                    self._recalibrate_batchnorm(current)
                 seconds = time.perf_counter() - t0
                 val = None if self.val_batches is None else evaluate(
                     self.model, self.val_batches, self.execution, self.spec.num_classes,
@@ -161,7 +203,7 @@ class Trainer:
                     self._save_checkpoints(val, current)
                     tqdm.write(self._epoch_line(record, val))
                 self.clock.epoch_done()
-                stopped = self._early_stop()
+                stopped = self._early_stop() or self._out_of_time(started)
                 if stopped:
                     break
             results = self._final_test(log, time.perf_counter() - started, stopped)
@@ -174,6 +216,37 @@ class Trainer:
                 log.close()
             distributed.cleanup(self.dist)
         return results
+
+    @torch.no_grad()
+    def _recalibrate_batchnorm(self, run: _PhaseRun) -> None:
+        """Replace the running BatchNorm statistics by their average over training batches.
+
+        Only the layers that train are touched (a frozen backbone keeps its statistics); the
+        batches are this epoch's, augmented as in training, so a resumed run replays this
+        too.  Under DDP the processes average their statistics, as their weights agree.
+        """
+        self.model.train()
+        layers = [m for m in self.model.modules()
+                  if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
+        if not layers:
+            return
+        momenta = [m.momentum for m in layers]
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None  # a plain average over the batches seen
+        seen = 0
+        for images, _ in run.batches:
+            images = images.to(self.execution.device, non_blocking=True)
+            with self.execution.autocast():
+                self.model(self.execution.inputs(self.augment(images)))
+            seen += len(images)
+            if seen >= RECALIBRATION_IMAGES:
+                break
+        for m, momentum in zip(layers, momenta):
+            m.momentum = momentum
+            if self.dist.enabled:
+                for buffer in (m.running_mean, m.running_var):
+                    self.dist.all_reduce(buffer).div_(self.dist.world_size)
 
     def _end_epoch(self, epoch: int, phase: Phase, val: EvalResult | None) -> None:
         """Advance the state; a new best (every epoch, without validation) keeps its weights."""
@@ -195,6 +268,21 @@ class Trainer:
                   f"top-1 has not improved for {patience} epochs (best: epoch "
                   f"{state.best_epoch}, {state.best_top1:.4f})", flush=True)
         return {"epoch": state.epoch, "patience": patience}
+
+    def _out_of_time(self, started: float) -> dict | None:
+        """Whether another epoch would overrun ``--time-budget`` (at the pace so far)."""
+        budget, state = self.cfg.time_budget, self.state
+        if not budget or state.epoch >= self.cfg.epochs:
+            return None
+        elapsed = time.perf_counter() - started
+        per_epoch = elapsed / max(state.epoch - self.first_epoch, 1)
+        if elapsed + per_epoch <= budget * 60:
+            return None
+        if self.dist.is_main:
+            print(f"stopped after epoch {state.epoch} of {self.cfg.epochs}: another epoch "
+                  f"(about {per_epoch:.0f} s) would overrun the {budget:g} min budget",
+                  flush=True)
+        return {"epoch": state.epoch, "time_budget": budget}
 
     def _say_what_was_kept(self) -> None:
         """After Ctrl-C: what is on disk, and the command that continues the run."""
@@ -232,8 +320,14 @@ class Trainer:
         results = {"run": str(self.run_dir), "epochs": state.epoch, "seconds": seconds,
                    "checkpoint": "best.pth", "best_epoch": state.best_epoch,
                    "selected_by": selected, "stopped_early": stopped, "test": None}
+        best = self._best_weights()
+        if best is None:  # a resumed run whose best.pth is gone: say so, use the last
+            warn(f"{self.run_dir / 'best.pth'} is missing: the test set is scored with the last "
+                 "epoch's weights instead")
+            results["checkpoint"] = "last.pth"
         if self.test_samples:
-            self.model.load_state_dict(self._best_weights())
+            if best is not None:
+                self.model.load_state_dict(best)
             batches = make_batches(self.test_samples, self.spec.geometry, cfg.eval_batch_size,
                                    train=False, device=self.execution.device,
                                    source=cfg.test_annotation, loading=self.loading,
@@ -257,10 +351,13 @@ class Trainer:
                   f"{self.run_dir / 'results.json'}")
         return results
 
-    def _best_weights(self) -> dict[str, torch.Tensor]:
-        """The best epoch's weights: kept in memory, or (a resumed run) read from best.pth."""
+    def _best_weights(self) -> dict[str, torch.Tensor] | None:
+        """The best epoch's weights: kept in memory, or (a resumed run) read from best.pth;
+        ``None`` when neither has them."""
         if self.best_weights is not None:
             return self.best_weights
+        if not (self.run_dir / "best.pth").is_file():
+            return None
         return load_checkpoint(self.run_dir / "best.pth")["model"]
 
     def _start_phase(self, phase: Phase) -> _PhaseRun:
@@ -275,7 +372,7 @@ class Trainer:
                                source=cfg.train_annotation, loading=self.loading,
                                seed=cfg.seed, dist=self.dist)
         steps = len(batches)
-        lr = scaled_lr(cfg.lr, phase.batch_size * self.dist.world_size)
+        lr = scaled_lr(cfg.lr, phase.batch_size * self.dist.world_size, cfg.optimizer)
         optimizer = make_optimizer(self.model, cfg.optimizer, lr, weight_decay=cfg.weight_decay,
                                    momentum=cfg.momentum, device=self.execution.device)
         epochs = phase.end - phase.start
@@ -296,10 +393,6 @@ class Trainer:
                                             device.type == "cuda" else None)
         if cfg.compile:
             model = torch.compile(model)
-        if self.dist.is_main and epochs * steps < MIN_SENSIBLE_STEPS:
-            warn(f"the {phase.name} phase takes only {epochs * steps} optimizer steps "
-                 f"({steps} per epoch): far too few for {cfg.optimizer} to converge; "
-                 "raise --epochs or lower --batch-size")
         return _PhaseRun(phase, model, batches, optimizer, scheduler, scaler)
 
     @property

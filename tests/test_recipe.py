@@ -1,0 +1,224 @@
+"""Settings chosen from the data and the device, the plan that shows them, and own photos."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torchvision
+
+import train as train_script
+from tests.helpers import ROOT, assert_clean_error, make_dataset, make_shapes_dataset, run_script
+from utils import recipe
+
+CPU, GPU = torch.device("cpu"), torch.device("cuda")
+CIFAR = recipe.Survey(tuple(f"c{i}" for i in range(10)), (4500,) * 10, 5000, 10000, (32, 32))
+PHOTOS = recipe.Survey(("ants", "bees"), (123, 121), 24, 153, (375, 500))
+
+
+def choose(data, device, *argv, weights=None):
+    cfg, explicit = train_script.parse(train_script.TrainConfig, list(argv))
+    return recipe.choose(cfg, explicit, data, device, weights)
+
+
+def test_cifar10_on_a_gpu_keeps_its_recipe():
+    """The GPU recipe is the dataclass's: every setting as it was before recipes existed."""
+    plan = choose(CIFAR, GPU)
+    assert plan.cfg == train_script.TrainConfig()
+    assert {name for name, why in plan.why.items() if why not in ("default", "given")} == {
+        "input_shape", "freeze_batch_size"}  # (32, 32) and 512, as they were
+
+
+def test_small_images_on_a_cpu_get_the_cpu_recipe_unless_given():
+    plan = choose(CIFAR, CPU)
+    cfg = plan.cfg
+    assert (cfg.width_mult, cfg.optimizer, cfg.batch_size) == (0.5, "adamw", 64)
+    assert cfg.epochs == 10  # 300,000 images' worth, at least 10
+    assert plan.why["width_mult"].startswith("CPU recipe")
+    given = choose(CIFAR, CPU, "--optimizer", "sgd", "--width-mult", "1", "--epochs", "3").cfg
+    assert (given.optimizer, given.width_mult, given.epochs) == ("sgd", 1.0, 3)
+    few = recipe.Survey(("a", "b"), (60, 60), 12, 40, (32, 32))
+    assert choose(few, CPU).cfg.width_mult == 1.0  # a short run anyway: full width
+
+
+def test_photos_start_from_imagenet_weights_when_they_can_be_had():
+    cfg = choose(PHOTOS, CPU, weights=True).cfg
+    assert cfg.pretrained and cfg.input_shape == (224, 224) and cfg.freeze_epochs == 1
+    assert cfg.batch_size == 16  # at most an eighth of 244 images, a power of two
+    scratch = choose(PHOTOS, CPU, weights=False).cfg
+    assert not scratch.pretrained and scratch.input_shape == (128, 128)
+    assert scratch.freeze_epochs == 0
+    assert choose(PHOTOS, GPU, weights=False).cfg.input_shape == (224, 224)
+
+
+def test_warm_up_is_at_most_a_tenth_of_the_run():
+    assert choose(PHOTOS, CPU, "--epochs", "4", weights=False).cfg.warmup_epochs == 0.4
+    assert choose(CIFAR, GPU).cfg.warmup_epochs == 2.0
+    assert choose(PHOTOS, CPU, "--epochs", "4", "--warmup-epochs", "3", weights=False) \
+        .cfg.warmup_epochs == 3.0  # given: kept
+
+
+def test_a_small_easy_set_learns_in_four_epochs(tmp_path):
+    """3 classes of coloured shapes, 60 each: the old defaults stayed at chance (20 steps,
+    half of them warm-up, BatchNorm statistics trailing the weights)."""
+    make_shapes_dataset(tmp_path)
+    assert run_script("txt_annotation.py", "--workers", "0", cwd=tmp_path).returncode == 0
+    result = run_script("train.py", "--backbone", "mobilenetv1", "--input-shape", "32", "32",
+                        "--batch-size", "32", "--epochs", "4", "--device", "cpu",
+                        "--workers", "0", "--run-name", "shapes", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    best = torch.load(tmp_path / "logs/shapes/best.pth", weights_only=True)
+    assert best["top1"] >= 0.9
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """A project with 2 classes of 24 photo-sized images, annotated."""
+    root = tmp_path_factory.mktemp("photos")
+    make_dataset(root, classes=("ants", "bees"), train=24, test=4, size=(120, 160), ext="jpg")
+    assert run_script("txt_annotation.py", "--workers", "0", cwd=root).returncode == 0
+    return root
+
+
+QUICK = ["--epochs", "1", "--device", "cpu", "--workers", "0", "--backbone", "mobilenetv2",
+         "--width-mult", "1.0"]
+
+
+def test_the_plan_says_what_was_chosen_and_why(photos, tmp_path):
+    result = run_script("train.py", *QUICK, "--input-shape", "96", "96", "--run-name", "plan",
+                        cwd=photos)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "data      44 training images in 2 classes (balanced), 4 validation, 8 test; " \
+           "images about 160x120" in out
+    assert "  input_shape        96 96        given" in out
+    assert "  batch_size         8            auto: at most an eighth of the 44 training " \
+           "images" in out
+    assert "schedule  1 epoch(s) of 6 steps (batch 8)" in out
+    assert "for the 1 epoch(s) of this run, from the first steps" in out
+    # Offline, the ImageNet weights the recipe wanted are missing: one warning, then scratch.
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "no ImageNet weights for mobilenetv2" in warnings[0]
+    assert "training from scratch" in warnings[0]
+
+
+def test_a_weights_file_in_model_data_is_used_and_said_so(photos, tmp_path):
+    """No network in tests: the official file name, placed by hand, is what torch.hub finds."""
+    project = tmp_path / "project"
+    (project / "model_data").mkdir(parents=True)
+    (project / "datasets").symlink_to(photos / "datasets")
+    for name in ("model_data/cls_classes.txt", "cls_train.txt", "cls_val.txt", "cls_test.txt"):
+        (project / name).write_text((photos / name).read_text())
+    torch.save(torchvision.models.mobilenet_v2().state_dict(),
+               project / "model_data" / "mobilenet_v2-b0353104.pth")
+    result = run_script("train.py", *QUICK, "--input-shape", "96", "96", "--run-name", "tl",
+                        cwd=project)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "loaded 260/262 tensors from https://download.pytorch.org/models/" \
+           "mobilenet_v2-b0353104.pth" in result.stdout
+    assert "  pretrained         True         auto: photos: start from the ImageNet " \
+           "weights" in result.stdout
+    assert "warning:" not in result.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--input-shape", "4", "4"], "too small"),
+    (["--batch-size", "500"], "larger than the 44 images"),
+    (["--patience", "0"], "--patience must be at least 1"),
+    (["--patience", "-2"], "--patience must be at least 1"),
+    (["--time-budget", "0"], "--time-budget must be above 0"),
+    (["--lr", "nan"], "--lr must be above 0"),
+    (["--seed", "99999999999"], "--seed must be between"),
+    (["--no-such-flag"], "unrecognized arguments"),
+])
+def test_bad_settings_are_one_line_and_leave_no_run_folder(photos, args, needle):
+    result = run_script("train.py", *QUICK, *args, cwd=photos)
+    assert_clean_error(result, needle)
+    assert not (photos / "logs").exists() or not any(
+        p.name.startswith("mobilenetv2-") for p in (photos / "logs").iterdir())
+
+
+def test_a_config_file_is_held_to_the_same_types_and_ranges(photos, tmp_path):
+    for values, needle in [({"epochs": 1.5}, "epochs = 1.5 is not a valid int"),
+                           ({"batch_size": True}, "batch_size = True is not a valid int"),
+                           ({"run_name": None}, "run_name = None is not a valid str"),
+                           ({"weight_decay": -1}, "--weight-decay must be at least 0")]:
+        path = tmp_path / "run.json"
+        path.write_text(json.dumps(values))
+        assert_clean_error(run_script("train.py", "--config", path, cwd=photos), needle)
+
+
+def test_help_shows_every_default():
+    result = run_script("train.py", "--help", cwd=ROOT)
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "(default: chosen from the data and the device, see the plan; else 150)" in text
+    assert "(default: cls_train.txt)" in text and "(default: 0.9)" in text
+
+
+def test_patience_stops_a_run_that_no_longer_improves(photos):
+    result = run_script("train.py", *QUICK, "--epochs", "6", "--input-shape", "32", "32",
+                        "--lr", "1e-9", "--patience", "2", "--run-name", "patient", cwd=photos)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "early stop after epoch 3 of 6: validation top-1 has not improved for 2 epochs " \
+           "(best: epoch 1" in result.stdout
+    results = json.loads((photos / "logs/patient/results.json").read_text())
+    assert results["stopped_early"] == {"epoch": 3, "patience": 2}
+    resumed = run_script("train.py", "--resume", "logs/patient/last.pth", cwd=photos)
+    assert_clean_error(resumed, "already stopped early at epoch 3")
+
+
+def test_a_time_budget_fits_the_epochs_to_it(photos):
+    result = run_script("train.py", *QUICK[2:], "--input-shape", "32", "32", "--time-budget",
+                        "0.05", "--run-name", "budget", cwd=photos)
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = json.loads((photos / "logs/budget/config.json").read_text())
+    line = next(l for l in result.stdout.splitlines() if l.startswith("  epochs"))
+    assert "an epoch (measured) fits 0.05 min" in line and config["epochs"] >= 1
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(photos):
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *QUICK, "--epochs", "50",
+                             "--input-shape", "32", "32", "--run-name", "stopped"],
+                            cwd=photos, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    last = photos / "logs/stopped/last.pth"
+    deadline = time.monotonic() + 120
+    while not last.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert "keeps last.pth (epoch" in err
+    assert "python train.py --resume logs/stopped/last.pth" in err
+    resumed = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--resume",
+                                "logs/stopped/last.pth"],
+                               cwd=photos, stdout=subprocess.PIPE, text=True)
+    first = resumed.stdout.readline()
+    resumed.kill()
+    resumed.communicate()
+    assert first.startswith("resuming logs/stopped/last.pth: ") and "of 50 epochs done" in first
+
+
+def test_make_train_passes_data_force_and_args():
+    result = subprocess.run(["make", "-n", "train", "DATA=my photos/", "FORCE=1",
+                             "ARGS=--epochs 20 --backbone resnet18"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert 'txt_annotation.py --from "my photos/" --force' in result.stdout
+    assert "train.py --epochs 20 --backbone resnet18" in result.stdout
+    plain = subprocess.run(["make", "-n", "train", "DATA=x"], cwd=ROOT, capture_output=True,
+                           text=True).stdout
+    assert 'txt_annotation.py --from "x"' in plain and "--force" not in plain
+
+
+def test_a_given_learning_rate_keeps_the_optimizer_it_was_meant_for():
+    cfg = choose(CIFAR, CPU, "--lr", "0.2").cfg
+    assert (cfg.optimizer, cfg.lr, cfg.weight_decay) == ("sgd", 0.2, 5e-4)
+    cfg = choose(CIFAR, CPU, "--optimizer", "adamw").cfg
+    assert (cfg.lr, cfg.weight_decay) == (0.02, 0.05)
