@@ -28,7 +28,7 @@ from utils.annotation import ANNOTATION_FILES, DEFAULT_CLASSES, read_annotation,
 from utils.classifier import Classifier
 from utils.cli import ArgumentParser, UserError, default_workers, run
 from utils.data import Loading, make_batches, one_by_one_batches
-from utils.evaluate import EvalResult, evaluate
+from utils.evaluate import EvalResult, evaluate_logits
 from utils.execution import AMP_MODES
 from utils.metrics import ClassReport, class_report
 from utils.model_args import add_model_arguments, load_from_args
@@ -89,28 +89,28 @@ def write_reports(out: Path, classes: list[str], result: EvalResult, report: Cla
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    classifier = load_from_args(args, amp=args.amp,
-                                channels_last=args.channels_last and not args.one_by_one)
-    num_classes = len(classifier.classes)
     classes_file = args.classes or DEFAULT_CLASSES
     dataset_classes = read_classes(classes_file)
-    to_model = torch.tensor(classifier.label_map(dataset_classes, classes_file))
+    listed = read_annotation(args.annotation, dataset_classes)
+    classifier = load_from_args(args, amp=args.amp, images=len(listed),
+                                channels_last=args.channels_last and not args.one_by_one)
+    num_classes = len(classifier.classes)
+    to_model = classifier.label_map(dataset_classes, classes_file)
 
     start = time.perf_counter()
-    samples = [(int(to_model[label]), path)
-               for label, path in read_annotation(args.annotation, dataset_classes)]
+    samples = [(to_model[label], path) for label, path in listed]
     if args.one_by_one:
         batches = one_by_one_batches(samples, classifier.spec.geometry)
         total = len(samples)
     else:
         batches = make_batches(samples, classifier.spec.geometry, args.batch_size, train=False,
-                               device=classifier.device, source=args.annotation,
+                               device=torch.device(classifier.device), source=args.annotation,
                                loading=Loading(args.workers, None if args.no_cache else ".cache"))
         total = len(batches)
     prepared = time.perf_counter()
-    result = evaluate(classifier.model, batches, classifier.execution, num_classes,
-                      progress=lambda b: tqdm(b, total=total, desc="evaluating", leave=False,
-                                              disable=None))
+    result = evaluate_logits(classifier.logits, batches, num_classes, classifier.device,
+                             progress=lambda b: tqdm(b, total=total, desc="evaluating",
+                                                     leave=False, disable=None))
     finished = time.perf_counter()
     if not result.count:
         raise UserError(f"none of the images in {args.annotation} could be read")
@@ -118,9 +118,9 @@ def main(argv=None) -> int:
     report = class_report(result.matrix)
     metrics = summarize(classifier, result, report)
     seconds = finished - start
-    metrics.update(model=classifier.info.get("path"), annotation=args.annotation,
-                   seconds=seconds, images_per_second=result.count / seconds,
-                   one_by_one=args.one_by_one)
+    metrics.update(model=classifier.info.get("path"), runtime=classifier.runtime.name,
+                   annotation=args.annotation, seconds=seconds,
+                   images_per_second=result.count / seconds, one_by_one=args.one_by_one)
     out = Path(args.out)
     write_reports(out, classifier.classes, result, report, metrics)
 
@@ -135,6 +135,7 @@ def main(argv=None) -> int:
     print(f"mean precision  {report.mean_precision:.2%}")
     print(f"loss            {result.loss:.4f}")
     print(f"speed           {result.count / seconds:.0f} img/s on {classifier.device} "
+          f"with {classifier.runtime.name} "
           f"({seconds:.1f}s: "
           f"{prepared - start:.1f}s preparing images, {finished - prepared:.1f}s evaluating"
           f"{', one image at a time' if args.one_by_one else ''})")

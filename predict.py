@@ -8,6 +8,8 @@ at an ``Image path:`` prompt until end of input, so paths can also be piped in::
     python predict.py datasets/test/cat --json       # a folder, machine-readable
     find photos -name '*.jpg' | python predict.py    # paths from another program
     python predict.py --export-onnx model.onnx       # ONNX export, checked against PyTorch
+    python predict.py --export-onnx int8.onnx --int8 # int8, calibrated on cls_train.txt
+    python predict.py cat.jpg --model model.onnx     # ONNX Runtime, torch never imported
 
 A path that is missing or not an image is reported and skipped; the exit code is 2 only
 when no image at all could be classified.
@@ -20,11 +22,12 @@ import sys
 import time
 from typing import Iterable, Iterator
 
-from utils.annotation import read_classes
+from utils.annotation import ANNOTATION_FILES, DEFAULT_CLASSES, read_classes
 from utils.classifier import Classifier
 from utils.cli import ArgumentParser, UserError, run, warn
 from utils.image import is_image_file, load_or_warn
 from utils.model_args import add_model_arguments, load_from_args
+from utils.onnx_runtime import is_onnx_path
 
 
 def parse_args(argv=None):
@@ -36,10 +39,19 @@ def parse_args(argv=None):
                         help="print a JSON list of {path, predictions: [{class, probability}]}")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     parser.add_argument("--export-onnx", metavar="OUT.onnx",
-                        help="write the model as ONNX (dynamic batch) and check it against "
-                        "PyTorch; classifies too when paths are given")
+                        help="write the checkpoint as a self-describing ONNX model (dynamic "
+                        "batch) and check it against PyTorch; classifies too when paths are "
+                        "given")
+    parser.add_argument("--int8", action="store_true",
+                        help="--export-onnx: quantize to int8 (static, calibrated on "
+                        f"{ANNOTATION_FILES['train']}) and print its top-1 beside the float "
+                        f"model's on {ANNOTATION_FILES['val']}")
+    parser.add_argument("--force", action="store_true",
+                        help="--export-onnx: replace an existing file")
     add_model_arguments(parser)
     args = parser.parse_args(argv)
+    if (args.int8 or args.force) and not args.export_onnx:
+        raise UserError("--int8 and --force go with --export-onnx OUT.onnx")
     if args.topk < 1:
         raise UserError("--topk must be at least 1")
     if args.batch_size < 1:
@@ -128,28 +140,48 @@ def print_table(path: str, top: list[tuple[str, float]]) -> None:
     print("\n".join(lines), flush=True)
 
 
-def export(classifier: Classifier, path: str) -> None:
-    from utils.onnx_export import INPUT_NAME, OUTPUT_NAME, check_onnx, export_onnx
+def export(classifier: Classifier, path: str, int8: bool, force: bool,
+           classes_file: str) -> None:
+    """Write ``classifier``'s network to ``path`` (checked; int8 when asked) and say what
+    was written."""
+    from utils import onnx_export
 
     t0 = time.perf_counter()
-    export_onnx(classifier, path)
-    diff = check_onnx(classifier, path)
+    out = onnx_export.check_destination(path, classifier.info["path"], force)
+    source = onnx_export.source_of(classifier.info["path"], classifier.info)
+    if int8:
+        from utils.onnx_quantize import export_int8
+
+        diff, scores = export_int8(classifier, out, source, ANNOTATION_FILES["train"],
+                                   ANNOTATION_FILES["val"], classes_file)
+    else:
+        diff = onnx_export.export_checked(classifier.spec, classifier.runtime.model, out,
+                                          source)
     h, w = classifier.input_shape
     mean = ", ".join(f"{v:.4g}" for v in classifier.spec.mean)
     std = ", ".join(f"{v:.4g}" for v in classifier.spec.std)
-    print(f"wrote {path} in {time.perf_counter() - t0:.1f}s: input '{INPUT_NAME}' float32 "
-          f"[batch, 3, {h}, {w}] = (RGB / 255 - mean) / std, mean ({mean}), std ({std}); "
-          f"output '{OUTPUT_NAME}' [batch, {len(classifier.classes)}]; class names in the "
-          f"metadata; onnxruntime vs PyTorch max abs diff {diff:.2g}", file=sys.stderr)
+    print(f"wrote {path} in {time.perf_counter() - t0:.1f}s: input "
+          f"'{onnx_export.INPUT_NAME}' float32 [batch, 3, {h}, {w}] = (RGB / 255 - mean) / std, "
+          f"mean ({mean}), std ({std}); output '{onnx_export.OUTPUT_NAME}' "
+          f"[batch, {len(classifier.classes)}]; the model description in the metadata; "
+          f"onnxruntime vs PyTorch max abs diff {diff:.2g}"
+          + (" (float model, before quantization)" if int8 else ""), file=sys.stderr)
+    if int8:
+        print(scores, file=sys.stderr)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    classifier = load_from_args(args)
+    if args.export_onnx and args.model and is_onnx_path(args.model):
+        raise UserError(f"--export-onnx exports a checkpoint (.pth); {args.model} is an ONNX "
+                        "model already")
+    # The export reads the network itself: PyTorch, whatever --runtime says.
+    classifier = load_from_args(args, runtime="torch" if args.export_onnx else None)
     if args.classes:  # asked for: the model's names must be these (they name the output)
         classifier.label_map(read_classes(args.classes), args.classes)
     if args.export_onnx:
-        export(classifier, args.export_onnx)
+        export(classifier, args.export_onnx, args.int8, args.force,
+               args.classes or DEFAULT_CLASSES)
         if not args.paths:
             return 0
     results = []

@@ -134,6 +134,9 @@ def test_checkpoint_of_another_class_count(tmp_path, monkeypatch):
     ckpt["num_classes"] = 3  # weights for 5 classes described as 3
     ckpt["classes"] = ["a", "b", "c"]
     save_checkpoint(ckpt, tmp_path / "five.pth")
+    # eval.py reads its class and image lists first (cheap, and --runtime auto weighs them)
+    write_classes(tmp_path / "model_data" / "cls_classes.txt", ["a", "b", "c"])
+    write_annotation(tmp_path / "cls_test.txt", [(0, "a.png")])
     with pytest.raises(UserError, match="weights do not fit mobilenetv2 with 3 classes"):
         eval_script.main(["--model", str(tmp_path / "five.pth")])
 

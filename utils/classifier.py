@@ -1,45 +1,69 @@
-"""A trained model ready to classify images: weights plus everything needed to feed them.
+"""A trained model ready to classify images: its description plus a runtime computing logits.
 
->>> clf = Classifier.load("logs/run/best.pth")
->>> probs = clf.predict([load_image("cat.jpg")])        # (1, num_classes), rows sum to 1
->>> clf.topk(probs, 3)[0]                               # [("cat", 0.93), ("dog", 0.05), ...]
+>>> clf = Classifier.load("logs/run/best.pth")            # or an exported model.onnx
+>>> probs = clf.predict([load_image("cat.jpg")])         # (1, num_classes), rows sum to 1
+>>> clf.topk(probs, 3)[0]                                # [("cat", 0.93), ("dog", 0.05), ...]
 
 Images go through exactly the evaluation preprocessing of training
-(:func:`utils.preprocess.to_uint8` with the model's geometry, then the model's
-:class:`~utils.execution.Execution`), so a prediction sees the pixels the validation score
-was measured on, in the same precision.  Everything comes from the checkpoint's
-:class:`~utils.model_spec.ModelSpec`; nothing has to be edited to match the training run.
+(:func:`utils.preprocess.eval_array` with the model's geometry, then the model's
+normalisation), so a prediction sees the pixels the validation score was measured on.
+Everything comes from the model's description (a checkpoint's
+:class:`~utils.model_spec.ModelSpec`, or the copy an exported ``.onnx`` carries); nothing
+has to be edited to match the training run.
+
+Two runtimes compute the logits behind one interface (``logits`` for tensor batches,
+``array_logits`` for numpy ones): PyTorch (:class:`utils.torch_runtime.TorchRuntime`, the
+checkpoint's network run as validation ran it) and ONNX Runtime
+(:class:`utils.onnx_runtime.OnnxRuntime`: an ``.onnx`` file, or a checkpoint's cached
+export).  An ``.onnx`` file is loaded without importing torch.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
-import torch
+import numpy as np
 from PIL import Image
 
-from utils import checkpoint as ckpt_io
 from utils.annotation import DEFAULT_CLASSES, read_classes
-from utils.cli import UserError
-from utils.execution import Execution
-from utils.model_spec import ModelSpec
-from utils.preprocess import to_uint8
+from utils.cli import UserError, warn
+from utils.onnx_runtime import is_onnx_path, load_onnx
+from utils.preprocess import eval_array
+
+if TYPE_CHECKING:
+    import torch
+
+RUNTIMES = ("auto", "torch", "onnxruntime")
+#: ``--runtime auto`` exports a checkpoint for ONNX Runtime (CPU) for this many images or
+#: more.  The export takes 10-30 s on the 2-core development CPU; ONNX Runtime then saves
+#: about 3 ms an image at 32x32 and 15 ms at 224x224 (see the README's performance section).
+EXPORT_PAYS_OFF = 1000
+
+
+class Runtime(Protocol):
+    """What computes a model's logits (:mod:`utils.torch_runtime`, :mod:`utils.onnx_runtime`)."""
+
+    name: str
+    device: str
+
+    def logits(self, batch: "torch.Tensor") -> "torch.Tensor":
+        """Float32 logits of a uint8 (N, 3, H, W) tensor batch, on the runtime's device."""
+
+    def array_logits(self, batch: np.ndarray) -> np.ndarray:
+        """Float32 logits of a uint8 (N, 3, H, W) numpy batch."""
 
 
 class Classifier:
-    """A model in eval mode with its description and how it runs.
+    """A model's description and the runtime that computes its logits.
 
     Attributes:
-        spec: what the model is (backbone, classes, input shape, normalisation, ...).
-        model: the network, on ``execution.device``, in eval mode.
-        execution: device, normalisation, precision and memory format of its passes.
+        spec: what the model is (classes, input shape, normalisation, backbone, ...).
+        runtime: computes logits (``runtime.name``: ``torch`` or ``onnxruntime``).
         info: where it came from (path, epoch, top-1 ...), for printing.
     """
 
-    def __init__(self, spec: ModelSpec, model: torch.nn.Module, execution: Execution,
-                 info: dict[str, Any] | None = None):
-        self.spec, self.execution = spec, execution
-        self.model = execution.prepare(model).eval()
+    def __init__(self, spec, runtime: Runtime, info: dict[str, Any] | None = None):
+        self.spec, self.runtime = spec, runtime
         self.info = dict(info or {})
 
     @property
@@ -51,45 +75,78 @@ class Classifier:
         return self.spec.input_shape
 
     @property
-    def device(self) -> torch.device:
-        return self.execution.device
+    def device(self) -> str:
+        return self.runtime.device
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu", *,
+    def load(cls, path: str | os.PathLike, device: str = "auto", *, runtime: str = "auto",
              amp: str = "auto", channels_last: bool = True, backbone: str | None = None,
              input_shape: tuple[int, int] | None = None, width_mult: float | None = None,
-             classes_file: str | os.PathLike = DEFAULT_CLASSES) -> "Classifier":
-        """Load either kind of file ``--model`` may name.
+             classes_file: str | os.PathLike | None = None, images: int | None = None,
+             cache_dir: str | os.PathLike = ".cache") -> "Classifier":
+        """Load any kind of file ``--model`` may name, on the runtime ``runtime`` says.
 
-        A checkpoint of ours needs nothing else; ``backbone``, ``input_shape`` and
-        ``width_mult``, if given, must agree with it (naming the wrong network is an error,
-        not a silent switch).  Plain weights (a state_dict, or another script's checkpoint
-        holding one under ``model`` / ``state_dict``) need ``backbone`` and ``input_shape``
-        (``width_mult`` defaults to 1.0); their class names are read from ``classes_file``.
+        * ``.onnx``: run by ONNX Runtime on the CPU, torch never imported.  Our exports
+          describe themselves; another model needs ``classes_file`` (and ``input_shape``
+          unless its graph fixes it).
+        * a checkpoint of ours: ``backbone``, ``input_shape`` and ``width_mult``, if
+          given, must agree with it.  Plain weights need ``backbone`` and
+          ``input_shape`` (``width_mult`` defaults to 1.0) and take their class names
+          from ``classes_file`` (default: the project's).  Run by PyTorch on ``device``
+          with ``amp`` and ``channels_last``, or by ONNX Runtime through a cached export
+          (:func:`choose_runtime`: ``images`` is how many the caller will classify, if known).
         """
-        device = torch.device(device)
-        obj = ckpt_io.load_file(path)
-        given = {"backbone": backbone, "input_shape": input_shape, "width_mult": width_mult}
-        if ckpt_io.is_checkpoint(obj):
-            spec = ckpt_io.check_checkpoint(obj, path)
-            for key, value in given.items():
-                if value is not None and _as_listed(value) != _as_listed(getattr(spec, key)):
-                    raise UserError(f"{path} is a checkpoint with {key} "
-                                    f"{_as_listed(getattr(spec, key))}, not "
-                                    f"{_as_listed(value)}: drop --{key.replace('_', '-')}, "
-                                    "checkpoints describe their own network")
-            weights, info = obj["model"], {"epoch": obj.get("epoch"), "top1": obj.get("top1")}
-        else:
-            if backbone is None or input_shape is None:
-                raise UserError(f"{path}: not a checkpoint written by train.py; for plain "
-                                "weights give --backbone, --input-shape H W and --classes FILE")
-            spec = ModelSpec.create(backbone, read_classes(classes_file), input_shape,
-                                    **({} if width_mult is None else {"width_mult": width_mult}))
-            weights, info = ckpt_io.state_dict_from(obj, path, backbone), {}
-        model = ckpt_io.build_model(spec, weights, path)
-        return cls(spec, model, Execution.create(spec, device, amp, channels_last),
-                   {"path": str(path), **info})
+        if runtime not in RUNTIMES:
+            raise UserError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
+        if is_onnx_path(path):
+            return cls._load_onnx(path, str(device), runtime, backbone, width_mult,
+                                  input_shape, classes_file)
+        from utils import torch_runtime  # torch: checkpoints only
+        from utils.checkpoint import build_model
+        from utils.distributed import resolve_device
+        from utils.execution import Execution, amp_dtype
+        from utils.onnx_cache import cache_file, cached_export
+
+        spec, weights, info = torch_runtime.read_model(
+            path, backbone=backbone, input_shape=input_shape, width_mult=width_mult,
+            classes_file=classes_file or DEFAULT_CLASSES)
+        info = {"path": str(path), **info}
+        device = resolve_device(str(device))
+        full_precision = amp_dtype(amp, device) is None
+        chosen = choose_runtime(runtime, device.type, full_precision, images,
+                                lambda: cache_file(path, spec, cache_dir).is_file())
+        if chosen == "onnxruntime":
+            if device.type != "cpu" or not full_precision:
+                raise UserError(f"--runtime onnxruntime runs on the CPU in full precision; "
+                                f"for {device} or --amp {amp} use --runtime torch")
+            try:
+                _, onnx_runtime, _ = load_onnx(cached_export(path, spec, weights, info,
+                                                             cache_dir))
+                return cls(spec, onnx_runtime, info)
+            except Exception as exc:  # noqa: BLE001 - auto falls back on any export failure
+                if runtime != "auto":
+                    raise
+                warn(f"running {path} with torch: no ONNX export ({type(exc).__name__}: "
+                     f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})")
+        model = build_model(spec, weights, path)
+        execution = Execution.create(spec, device, amp, channels_last)
+        return cls(spec, torch_runtime.TorchRuntime(model, execution), info)
+
+    @classmethod
+    def _load_onnx(cls, path, device, runtime, backbone, width_mult, input_shape,
+                   classes_file) -> "Classifier":
+        if runtime == "torch":
+            raise UserError(f"{path} is an ONNX model: it runs with --runtime onnxruntime "
+                            "(or auto), not torch")
+        if device not in ("auto", "cpu"):
+            raise UserError(f"{path} is an ONNX model: ONNX Runtime runs it on the CPU, "
+                            f"not --device {device}")
+        if backbone is not None or width_mult is not None:
+            raise UserError(f"{path} is an ONNX model: --backbone and --width-mult describe "
+                            "plain weights only")
+        classes = read_classes(classes_file) if classes_file else None
+        return cls(*load_onnx(path, classes=classes, input_shape=input_shape))
 
     def describe(self) -> str:
         """One line saying what model this is, e.g. for the top of a report."""
@@ -120,33 +177,51 @@ class Classifier:
         return [self.classes.index(name) for name in classes]
 
     # ------------------------------------------------------------------ inference
-    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
         """RGB PIL images -> (N, 3, H, W) uint8 batch, the evaluation preprocessing."""
-        return torch.stack([to_uint8(image, self.spec.geometry) for image in images])
+        return np.stack([eval_array(image, self.spec.geometry) for image in images])
 
-    @torch.inference_mode()
-    def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        """Float32 logits of a uint8 batch, computed as the model was validated."""
-        return self.execution.logits(self.model, batch)
+    def logits(self, batch: "torch.Tensor") -> "torch.Tensor":
+        """Float32 logits of a uint8 tensor batch, on :attr:`device` (for ``evaluate``)."""
+        return self.runtime.logits(batch)
 
-    def predict(self, images: Sequence[Image.Image], batch_size: int = 64) -> torch.Tensor:
-        """Class probabilities (N, num_classes) on the CPU, computed ``batch_size`` at a time."""
-        out = [self.logits(self.preprocess(images[i:i + batch_size])).softmax(1).cpu()
+    def predict(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
+        """Class probabilities (N, num_classes), float32, computed ``batch_size`` at a time."""
+        out = [softmax(self.runtime.array_logits(self.preprocess(images[i:i + batch_size])))
                for i in range(0, len(images), batch_size)]
-        return torch.cat(out) if out else torch.empty(0, len(self.classes))
+        return np.concatenate(out) if out else np.empty((0, len(self.classes)), np.float32)
 
-    def topk(self, probabilities: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
+    def topk(self, probabilities: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
         """Per row, the ``k`` most probable ``(class name, probability)`` pairs, best first."""
-        values, indices = probabilities.topk(min(k, len(self.classes)), dim=1)
-        return [[(self.classes[i], p) for i, p in zip(row_i, row_p)]
-                for row_i, row_p in zip(indices.tolist(), values.tolist())]
+        k = min(k, len(self.classes))
+        best = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+        return [[(self.classes[i], float(row[i])) for i in order]
+                for row, order in zip(probabilities, best)]
+
+
+def choose_runtime(requested: str, device_type: str, full_precision: bool,
+                   images: int | None, export_cached) -> str:
+    """The runtime ``--runtime requested`` means for a checkpoint.
+
+    ``auto``: ONNX Runtime on a CPU in full precision (it measured 3-4x PyTorch eager
+    there) when the export pays for itself: it is cached already (``export_cached()``),
+    or at least :data:`EXPORT_PAYS_OFF` images are to be classified.  PyTorch otherwise,
+    and always on a GPU.
+    """
+    if requested != "auto":
+        return requested
+    if device_type == "cpu" and full_precision and (
+            (images is not None and images >= EXPORT_PAYS_OFF) or export_cached()):
+        return "onnxruntime"
+    return "torch"
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of float32 logits (shifted by the row maximum: no overflow)."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def _names(names: Sequence[str], limit: int = 4) -> str:
     shown = ", ".join(repr(n) for n in names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def _as_listed(value):
-    """Description values compared the way a checkpoint stores them (tuples as lists)."""
-    return list(value) if isinstance(value, (tuple, list)) else value

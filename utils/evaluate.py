@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -54,18 +56,33 @@ class EvalResult:
                 "loss": self.loss}
 
 
-@torch.inference_mode()
 def evaluate(model: torch.nn.Module, batches, execution: Execution, num_classes: int, *,
              reduce=None, progress=None) -> EvalResult:
-    """Loss, top-1/top-5 and confusion matrix of ``model`` over ``batches`` of uint8 images.
+    """:func:`evaluate_logits` of a torch ``model`` computed with ``execution`` (in eval mode
+    for the duration; training's per-epoch and final scoring)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return evaluate_logits(partial(execution.logits, model), batches, num_classes,
+                               execution.device, reduce=reduce, progress=progress)
+    finally:
+        model.train(was_training)
 
+
+@torch.inference_mode()
+def evaluate_logits(logits_of: Callable[[torch.Tensor], torch.Tensor], batches,
+                    num_classes: int, device: torch.device | str, *, reduce=None,
+                    progress=None) -> EvalResult:
+    """Loss, top-1/top-5 and confusion matrix over ``batches`` of (uint8 images, labels).
+
+    ``logits_of`` maps an image batch to float32 logits on ``device``: a torch model's
+    :meth:`~utils.execution.Execution.logits`, or any runtime's
+    (:meth:`utils.classifier.Classifier.logits`), so every runtime is scored by this code.
     Everything is accumulated on the device and read once at the end.  ``reduce`` (e.g. an
     all-reduce under DDP) is applied to the summed tensors before they are read, so every
     rank reports the metrics of the whole evaluation set.
     """
-    was_training = model.training
-    model.eval()
-    device = execution.device
+    device = torch.device(device)
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, top1, top5
     count = 0  # on the host: no device sync per batch
     matrix = ConfusionMatrix(num_classes, device)
@@ -73,7 +90,7 @@ def evaluate(model: torch.nn.Module, batches, execution: Execution, num_classes:
         if not len(labels):
             continue
         labels = labels.to(device, non_blocking=True)
-        logits = execution.logits(model, images)
+        logits = logits_of(images)
         count += len(labels)
         sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(),
                              topk_correct(logits, labels, 1).double(),
@@ -83,6 +100,5 @@ def evaluate(model: torch.nn.Module, batches, execution: Execution, num_classes:
     if reduce is not None:
         reduce(sums)
         reduce(matrix.matrix)
-    model.train(was_training)
     loss, top1, top5, count = sums.tolist()
     return EvalResult(loss, round(top1), round(top5), round(count), matrix.matrix.cpu())

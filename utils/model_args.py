@@ -5,36 +5,46 @@ import os
 from pathlib import Path
 
 from utils.annotation import DEFAULT_CLASSES
-from utils.classifier import Classifier
+from utils.classifier import RUNTIMES, Classifier
 from utils.cli import UserError
-from utils.distributed import resolve_device
 
 
 def add_model_arguments(parser) -> None:
-    """``--model`` (default: the latest run's best.pth), ``--device``, and the description
-    plain weights need (``--backbone``, ``--input-shape``, ``--width-mult``, ``--classes``)."""
+    """``--model`` (default: the latest run's best.pth), ``--device``, ``--runtime``, and the
+    description plain weights need (``--backbone``, ``--input-shape``, ``--width-mult``,
+    ``--classes``)."""
     group = parser.add_argument_group("model")
-    group.add_argument("--model", help="checkpoint written by train.py, or plain weights "
-                       "(default: best.pth of the most recent run in logs/)")
+    group.add_argument("--model", help="checkpoint written by train.py, plain weights, or an "
+                       "exported .onnx model (default: best.pth of the most recent run in logs/)")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    group.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                       help="what computes a checkpoint's outputs: torch, or onnxruntime "
+                       "(CPU, through an export cached in .cache/onnx/); auto: onnxruntime "
+                       "on a CPU when the export is cached or pays for itself, else torch. "
+                       ".onnx models always run on onnxruntime")
     group.add_argument("--backbone", help="plain weights only: the network they belong to")
     group.add_argument("--input-shape", type=int, nargs=2, metavar=("H", "W"),
-                       help="plain weights only: the input size they were trained at")
+                       help="plain weights, or an .onnx model exported elsewhere: the input "
+                       "size it takes")
     group.add_argument("--width-mult", type=float,
                        help="plain weights only: the MobileNet width multiplier (default 1.0)")
     group.add_argument("--classes",
-                       help="class list file (default: the project's " f"{DEFAULT_CLASSES}): "
-                       "the names of plain weights; for a checkpoint, the names its classes "
-                       "are matched to")
+                       help="class list file: the names of plain weights (default: the "
+                       f"project's {DEFAULT_CLASSES}) or of an .onnx model exported "
+                       "elsewhere; for a checkpoint or our .onnx, the names its classes are "
+                       "matched to")
 
 
-def load_from_args(args, amp: str = "auto", channels_last: bool = True) -> Classifier:
-    """The :class:`Classifier` the :func:`add_model_arguments` flags describe."""
+def load_from_args(args, amp: str = "auto", channels_last: bool = True,
+                   images: int | None = None, runtime: str | None = None) -> Classifier:
+    """The :class:`Classifier` the :func:`add_model_arguments` flags describe; ``images``:
+    how many the caller will classify, if known (``--runtime auto`` weighs the export);
+    ``runtime`` overrides ``--runtime``."""
     path = args.model or latest_checkpoint()
-    return Classifier.load(path, resolve_device(args.device), amp=amp,
+    return Classifier.load(path, args.device, runtime=runtime or args.runtime, amp=amp,
                            channels_last=channels_last, backbone=args.backbone,
                            input_shape=args.input_shape, width_mult=args.width_mult,
-                           classes_file=args.classes or DEFAULT_CLASSES)
+                           classes_file=args.classes, images=images)
 
 
 def latest_checkpoint(logs: str | os.PathLike = "logs") -> Path:

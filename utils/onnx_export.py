@@ -1,18 +1,23 @@
-"""Export a :class:`~utils.classifier.Classifier` to ONNX and check it against PyTorch.
+"""Export a network to ONNX, check it against PyTorch, and never overwrite a file by mistake.
 
 The exported graph is the network only:
 
 * input ``input``: float32 ``(batch, 3, H, W)``, RGB, normalised as ``(pixel / 255 - mean) / std``
-  after the evaluation resize and centre crop (:func:`utils.preprocess.to_uint8`);
+  after the evaluation resize and centre crop (:func:`utils.preprocess.eval_array`);
 * output ``logits``: float32 ``(batch, num_classes)``; apply a softmax for probabilities.
 
-The batch dimension is dynamic.  Class names, input shape, mean and std are stored in the
-model's metadata (``metadata_props``), so the ``.onnx`` file is as self-describing as the
-checkpoint it came from.
+The batch dimension is dynamic.  The model's whole :class:`~utils.model_spec.ModelSpec`
+(``spec.to_dict()`` as JSON) and the run it came from (checkpoint, epoch, validation top-1)
+are stored in its metadata (``metadata_props``), so the ``.onnx`` file is as
+self-describing as the checkpoint: ``predict.py`` and ``eval.py`` run it through ONNX
+Runtime (:mod:`utils.onnx_runtime`) with nothing else to say.
 
 The exporter is ``torch.export``-based (``dynamo=True``), torch's default and maintained
 path.  Should it fail on some model, the TorchScript exporter is tried instead with a
 warning; the result is checked against PyTorch with onnxruntime whichever exporter wrote it.
+Both exporters need the ``onnx`` and ``onnxscript`` packages (``torch.onnx`` imports them),
+which is why they are runtime requirements: ``--runtime auto`` exports a checkpoint for
+ONNX Runtime on a CPU.
 """
 from __future__ import annotations
 
@@ -21,27 +26,31 @@ import json
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from utils.cli import UserError, warn
+from utils.model_spec import ModelSpec
+from utils.onnx_runtime import (INPUT_NAME, OUTPUT_NAME, SOURCE_KEY, SPEC_KEY, is_onnx_path,
+                                open_session)
 
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
 OPSET = 18
 #: Largest |onnxruntime - PyTorch| logit difference accepted by :func:`check_onnx`.
 TOLERANCE = 1e-4
 
 
-def export_onnx(classifier, path: str | os.PathLike) -> dict[str, str]:
-    """Write ``classifier``'s network to ``path``; returns the metadata stored in it."""
+def export_onnx(spec: ModelSpec, model: torch.nn.Module, path: str | os.PathLike,
+                source: dict[str, Any] | None = None) -> dict[str, str]:
+    """Write ``model`` (described by ``spec``) to ``path``; returns the metadata stored in it.
+
+    ``source`` says where the weights came from (``checkpoint``, ``epoch``, ``val_top1``).
+    """
     path = Path(path)
-    if path.parent != Path() and not path.parent.is_dir():
-        raise UserError(f"cannot write {path}: folder {path.parent} does not exist")
-    spec = classifier.spec
     h, w = spec.input_shape
     # The network alone, on the CPU in float32: what an ONNX runtime will execute.
-    model = _cpu_copy(classifier.model)
+    model = _cpu_copy(model)
     example = torch.randn(2, 3, h, w)
     try:
         _export_dynamo(model, example, path)
@@ -51,34 +60,35 @@ def export_onnx(classifier, path: str | os.PathLike) -> dict[str, str]:
              "using the TorchScript exporter")
         _export_torchscript(model, example, path)
     metadata = {
-        "classes": json.dumps(list(spec.classes)),
-        "input_shape": json.dumps(list(spec.input_shape)),
-        "mean": json.dumps(list(spec.mean)),
-        "std": json.dumps(list(spec.std)),
-        "backbone": spec.backbone,
-        "preprocessing": "RGB, resize to cover and centre-crop to input_shape, "
-                         "(pixel / 255 - mean) / std, NCHW float32",
+        SPEC_KEY: json.dumps(spec.to_dict()),
+        SOURCE_KEY: json.dumps(source or {}),
+        "preprocessing": "RGB, resize to cover input_shape / crop_fraction, centre-crop to "
+                         "input_shape, (pixel / 255 - mean) / std, NCHW float32",
         "output": "logits (apply softmax for probabilities)",
     }
-    _add_metadata(path, metadata)
+    set_metadata(path, metadata)
     return metadata
 
 
-def check_onnx(classifier, path: str | os.PathLike, batch_size: int = 3,
-               tolerance: float = TOLERANCE, seed: int = 0) -> float:
+def source_of(checkpoint: str | os.PathLike, info: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`SOURCE_KEY` metadata of a model exported from ``checkpoint`` (``info``:
+    its ``epoch`` and validation ``top1``, as :class:`~utils.classifier.Classifier` keeps them)."""
+    return {"checkpoint": str(checkpoint), "epoch": info.get("epoch"),
+            "val_top1": info.get("top1")}
+
+
+def check_onnx(model: torch.nn.Module, path: str | os.PathLike, input_shape: tuple[int, int],
+               batch_size: int = 3, tolerance: float = TOLERANCE, seed: int = 0) -> float:
     """Max |onnxruntime - PyTorch| over the logits of a random batch; error above tolerance.
 
     The batch size differs from the export example's on purpose: it proves the batch
     dimension really is dynamic.
     """
-    import onnxruntime as ort  # optional dependency (requirements-dev.txt): import on use
-
-    h, w = classifier.input_shape
+    h, w = input_shape
     x = torch.randn(batch_size, 3, h, w, generator=torch.Generator().manual_seed(seed))
     with torch.inference_mode():
-        expected = _cpu_copy(classifier.model)(x).float().numpy()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
+        expected = _cpu_copy(model)(x).float().numpy()
+    (actual,) = open_session(path).run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
     if actual.shape != expected.shape:
         raise UserError(f"{path}: ONNX output shape {actual.shape} != PyTorch {expected.shape}")
     diff = float(np.abs(actual - expected).max())
@@ -86,6 +96,58 @@ def check_onnx(classifier, path: str | os.PathLike, batch_size: int = 3,
         raise UserError(f"{path}: ONNX outputs differ from PyTorch by {diff:.3g} "
                         f"(more than {tolerance:g})")
     return diff
+
+
+def export_checked(spec: ModelSpec, model: torch.nn.Module, path: str | os.PathLike,
+                   source: dict[str, Any] | None = None) -> float:
+    """:func:`export_onnx` then :func:`check_onnx`, into a temporary file renamed to ``path``
+    once it passed: ``path`` is the checked model or untouched, never half of one.
+    Returns the largest logit difference."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.onnx")
+    try:
+        export_onnx(spec, model, tmp, source)
+        diff = check_onnx(model, tmp, spec.input_shape)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return diff
+
+
+def check_destination(path: str | os.PathLike, source: str | os.PathLike,
+                      force: bool = False) -> Path:
+    """``path`` if an export may write it: never the file it exports from (whatever
+    ``force`` says), an existing file only with ``force``, never a folder.  The name ends in
+    ``.onnx``: that is how ``--model`` tells an ONNX model from a checkpoint."""
+    path = Path(path)
+    if path.exists() and Path(source).exists() and os.path.samefile(path, source):
+        raise UserError(f"refusing to write {path}: it is the model being exported")
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a folder; give a file name, "
+                        "e.g. model.onnx")
+    if not is_onnx_path(path):
+        raise UserError(f"cannot write {path}: an ONNX model's file name ends in .onnx")
+    if path.exists() and not force:
+        raise UserError(f"{path} exists: choose another name or pass --force to replace it")
+    if not path.parent.is_dir():
+        raise UserError(f"cannot write {path}: folder {path.parent} does not exist")
+    return path
+
+
+def set_metadata(path: str | os.PathLike, metadata: dict[str, str]) -> None:
+    """Store ``metadata`` in the ONNX model at ``path`` (replacing keys it already has)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in metadata]
+    del model.metadata_props[:]
+    for key, value in [*kept, *metadata.items()]:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.doc_string = ("Image classifier. Input 'input': float32 (batch, 3, H, W), "
+                        "normalised RGB; output 'logits'. See metadata_props.")
+    onnx.save(model, str(path))
 
 
 def _cpu_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -113,16 +175,3 @@ def _export_torchscript(model, example, path: Path) -> None:
         torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=OPSET,
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
-
-
-def _add_metadata(path: Path, metadata: dict[str, str]) -> None:
-    import onnx
-
-    model = onnx.load(str(path))
-    onnx.checker.check_model(model)
-    for key, value in metadata.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    model.doc_string = ("Image classifier. Input 'input': float32 (batch, 3, H, W), "
-                        "normalised RGB; output 'logits'. See metadata_props.")
-    onnx.save(model, str(path))

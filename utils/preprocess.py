@@ -7,14 +7,21 @@ cached images in uint8 (4x smaller than float) and the host-to-device copies che
 
 Where the pixels come from is a :class:`Geometry`: the input size and the fraction of a
 slightly larger resize that evaluation keeps (``ModelSpec.geometry`` gives a model's).
+
+The pixels themselves are computed with Pillow and numpy (:func:`eval_array`); torch only
+wraps the result (:func:`to_uint8`).  ONNX Runtime inference uses the arrays directly, so
+a prediction from an ``.onnx`` file never imports torch (about two seconds of start-up).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -67,26 +74,46 @@ def resize_cover(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image.crop((left, top, left + w, top + h))
 
 
-def pil_to_uint8(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> (3, H, W) uint8 tensor (kept free of torchvision: fast start-up)."""
-    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+def base_array(image: Image.Image, geometry: Geometry) -> np.ndarray:
+    """Decode-cache form of a training image: (3, *geometry.base) uint8 array."""
+    pixels = np.asarray(resize_cover(image, geometry.base), dtype=np.uint8)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
-def to_base(image: Image.Image, geometry: Geometry) -> torch.Tensor:
-    """Decode-cache form of a training image: (3, *geometry.base) uint8."""
-    return pil_to_uint8(resize_cover(image, geometry.base))
-
-
-def to_uint8(image: Image.Image, geometry: Geometry) -> torch.Tensor:
-    """Evaluation form of an image: (3, H, W) uint8, the centre of the base image."""
-    base = to_base(image, geometry)
+def eval_array(image: Image.Image, geometry: Geometry) -> np.ndarray:
+    """Evaluation form of an image: (3, H, W) uint8 array, the centre of the base image."""
+    base = base_array(image, geometry)
     (h, w), (bh, bw) = geometry.size, base.shape[1:]
     top, left = (bh - h) // 2, (bw - w) // 2
     return base[:, top:top + h, left:left + w]
 
 
+def to_base(image: Image.Image, geometry: Geometry) -> torch.Tensor:
+    """:func:`base_array` as a tensor."""
+    import torch  # on use: this module serves torch-free inference too
+
+    return torch.from_numpy(base_array(image, geometry))
+
+
+def to_uint8(image: Image.Image, geometry: Geometry) -> torch.Tensor:
+    """:func:`eval_array` as a tensor."""
+    import torch
+
+    return torch.from_numpy(eval_array(image, geometry))
+
+
 def normalize(batch: torch.Tensor, mean, std) -> torch.Tensor:
     """uint8 (N, 3, H, W) batch -> float32 normalised batch, on the batch's device."""
+    import torch
+
     mean = torch.as_tensor(mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1) * 255
     std = torch.as_tensor(std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1) * 255
     return (batch.float() - mean) / std
+
+
+def normalize_array(batch: np.ndarray, mean, std) -> np.ndarray:
+    """:func:`normalize` in numpy, for ONNX Runtime: the same float32 operations, so the
+    same values to the last bit."""
+    mean = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1) * np.float32(255)
+    std = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1) * np.float32(255)
+    return (batch.astype(np.float32) - mean) / std

@@ -1,0 +1,78 @@
+"""Running a checkpoint's network with PyTorch, and reading the checkpoint ``--model`` names.
+
+:class:`TorchRuntime` computes logits exactly as training's validation did (the model's
+:class:`~utils.execution.Execution`: device, precision, memory format, CPU passes), behind
+the interface :class:`utils.onnx_runtime.OnnxRuntime` shares.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from utils import checkpoint as ckpt_io
+from utils.annotation import read_classes
+from utils.cli import UserError
+from utils.execution import Execution
+from utils.model_spec import ModelSpec
+
+
+class TorchRuntime:
+    """A network in eval mode and how its passes run."""
+
+    name = "torch"
+
+    def __init__(self, model: torch.nn.Module, execution: Execution):
+        self.execution = execution
+        self.model = execution.prepare(model).eval()
+
+    @property
+    def device(self) -> str:
+        return str(self.execution.device)
+
+    @torch.inference_mode()
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """Float32 logits of a uint8 (N, 3, H, W) batch, computed as the model was validated."""
+        return self.execution.logits(self.model, batch)
+
+    def array_logits(self, batch: np.ndarray) -> np.ndarray:
+        """:meth:`logits` of a numpy batch, as a numpy array."""
+        return self.logits(torch.from_numpy(batch)).cpu().numpy()
+
+
+def read_model(path: str | os.PathLike, *, backbone: str | None = None,
+               input_shape: tuple[int, int] | None = None, width_mult: float | None = None,
+               classes_file: str | os.PathLike
+               ) -> tuple[ModelSpec, dict[str, torch.Tensor], dict[str, Any]]:
+    """The description, weights and origin (epoch, top-1) of a weights file.
+
+    A checkpoint of ours needs nothing else; ``backbone``, ``input_shape`` and
+    ``width_mult``, if given, must agree with it (naming the wrong network is an error,
+    not a silent switch).  Plain weights (a state_dict, or another script's checkpoint
+    holding one under ``model`` / ``state_dict``) need ``backbone`` and ``input_shape``
+    (``width_mult`` defaults to 1.0); their class names are read from ``classes_file``.
+    """
+    obj = ckpt_io.load_file(path)
+    given = {"backbone": backbone, "input_shape": input_shape, "width_mult": width_mult}
+    if ckpt_io.is_checkpoint(obj):
+        spec = ckpt_io.check_checkpoint(obj, path)
+        for key, value in given.items():
+            if value is not None and _as_listed(value) != _as_listed(getattr(spec, key)):
+                raise UserError(f"{path} is a checkpoint with {key} "
+                                f"{_as_listed(getattr(spec, key))}, not "
+                                f"{_as_listed(value)}: drop --{key.replace('_', '-')}, "
+                                "checkpoints describe their own network")
+        return spec, obj["model"], {"epoch": obj.get("epoch"), "top1": obj.get("top1")}
+    if backbone is None or input_shape is None:
+        raise UserError(f"{path}: not a checkpoint written by train.py; for plain "
+                        "weights give --backbone, --input-shape H W and --classes FILE")
+    spec = ModelSpec.create(backbone, read_classes(classes_file), input_shape,
+                            **({} if width_mult is None else {"width_mult": width_mult}))
+    return spec, ckpt_io.state_dict_from(obj, path, backbone), {}
+
+
+def _as_listed(value):
+    """Description values compared the way a checkpoint stores them (tuples as lists)."""
+    return list(value) if isinstance(value, (tuple, list)) else value
