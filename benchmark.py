@@ -2,6 +2,8 @@
 
     python benchmark.py --backbone mobilenetv2 --input-shape 32 32 --batch-size 512
     python benchmark.py --baseline     # also the per-sample PIL / one-by-one loops, same run
+    python benchmark.py --stages eval --runtimes torch onnxruntime onnxruntime-int8 \
+                        --model logs/<run>/best.pth      # inference engines side by side
     python benchmark.py --make-dataset photos --archive cifar10-jpg.tar.gz --out photos/
 
 Every figure is a median over repeated timed windows after a warm-up; GPU work is
@@ -12,7 +14,9 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -26,12 +30,19 @@ from utils.augment import BatchAugment
 from utils.cli import ArgumentParser, UserError, default_workers, run
 from utils.data import Loading, check_batch_size, make_batches, one_by_one_batches
 from utils.distributed import resolve_device
-from utils.evaluate import evaluate
+from utils.checkpoint import build_model
+from utils.evaluate import evaluate, evaluate_logits
 from utils.execution import AMP_MODES, Execution
 from utils.image import load_image
 from utils.model_spec import ModelSpec
+from utils.onnx_export import export_checked
+from utils.onnx_runtime import OnnxRuntime, open_session
+from utils.torch_runtime import TorchRuntime, read_model
 from utils.optim import make_optimizer
 from utils.trainer import train_step
+
+#: What computes the eval stage's logits: torch eager, ONNX Runtime float32, ONNX Runtime int8.
+RUNTIMES = ("torch", "onnxruntime", "onnxruntime-int8")
 
 
 def parse_args(argv):
@@ -64,6 +75,12 @@ def parse_args(argv):
     p.add_argument("--out", help="--make-dataset: the folder to write")
     p.add_argument("--stages", nargs="+", choices=("data", "train", "eval"),
                    default=["data", "train", "eval"], help="what to measure")
+    p.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=["torch"],
+                   help="eval stage: the inference engines to time on the same batches "
+                   "(onnxruntime: the model exported; -int8: also quantized, calibrated on "
+                   "--data); ratios are to the first")
+    p.add_argument("--model", help="a checkpoint whose network and weights to measure "
+                   "(default: a new --backbone network); the eval stage then reports top-1 too")
     return p.parse_args(argv)
 
 
@@ -174,35 +191,46 @@ def bench_train(args, ctx, report) -> None:
 
 
 def bench_eval(args, ctx, report) -> None:
-    """Batched evaluation over the decode cache vs one image at a time; latency."""
-    device, spec, execution = ctx["device"], ctx["spec"], ctx["execution"]
-    model, num_classes = ctx["model"], spec.num_classes
+    """Batched evaluation over the decode cache vs one image at a time; latency; per runtime."""
+    device, spec = ctx["device"], ctx["spec"]
+    num_classes = spec.num_classes
     val_batches = make_batches(ctx["samples"](args.eval_data), spec.geometry,
                                args.eval_batch_size, train=False, device=device,
                                source=args.eval_data, loading=Loading(args.workers))
     count = sum(len(labels) for _, labels in val_batches)
-
-    def ours():
-        evaluate(model, val_batches, execution, num_classes)
-
-    rate = timed(ours, count, device, 1, args.repeats, warmup=1)
-    report(f"eval, batched ({count} images, img/s)", f"{rate:,.0f}")
-    model.eval()
-
-    @torch.inference_mode()
-    def predict_one(path):
-        x = preprocess.to_uint8(load_image(path), spec.geometry)[None]
-        return execution.logits(model, x).argmax(1).item()
-
     samples = ctx["samples"](args.eval_data)
-    latencies = []
-    for _, path in samples[:50]:
-        t0 = time.perf_counter()
-        predict_one(path)
-        latencies.append(time.perf_counter() - t0)
-    report("single-image latency, load + predict (ms, median)",
-           f"{1000 * statistics.median(latencies[5:]):.2f}")
+    rates = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for name in args.runtimes:
+            runtime = make_runtime(name, args, ctx, Path(folder))
+            tag = "" if args.runtimes == ["torch"] else f" [{name}]"
+            result = []
+
+            def ours():
+                result[:] = [evaluate_logits(runtime.logits, val_batches, num_classes,
+                                             runtime.device)]
+
+            rates[name] = timed(ours, count, device, 1, args.repeats, warmup=1)
+            report(f"eval, batched ({count} images, img/s){tag}", f"{rates[name]:,.0f}")
+            if args.model:
+                report(f"eval top-1{tag}", f"{result[0].top1:.2%}")
+
+            def predict_one(path):
+                x = preprocess.eval_array(load_image(path), spec.geometry)[None]
+                return runtime.array_logits(x).argmax(1).item()
+
+            latencies = []
+            for _, path in samples[:50]:
+                t0 = time.perf_counter()
+                predict_one(path)
+                latencies.append(time.perf_counter() - t0)
+            report(f"single-image latency, load + predict (ms, median){tag}",
+                   f"{1000 * statistics.median(latencies[5:]):.2f}")
+    first = args.runtimes[0]
+    for name in args.runtimes[1:]:
+        report(f"eval speed-up, {name} / {first}", f"{rates[name] / rates[first]:.2f}x")
     if args.baseline:
+        model, execution = ctx["model"], ctx["execution"]
         subset = samples[:args.baseline_images]
 
         def one_by_one():
@@ -210,7 +238,25 @@ def bench_eval(args, ctx, report) -> None:
 
         one = timed(one_by_one, len(subset), device, 1, args.repeats, warmup=0)
         report("eval, one image at a time (img/s)", f"{one:,.0f}")
-        report("eval speed-up", f"{rate / one:.1f}x")
+        report("eval speed-up", f"{rates[first] / one:.1f}x")
+
+
+def make_runtime(name: str, args, ctx, folder: Path):
+    """The ``name`` runtime of the benchmark's model (ONNX files written into ``folder``)."""
+    spec, model = ctx["spec"], ctx["model"]
+    if name == "torch":
+        return TorchRuntime(model, ctx["execution"])
+    path = folder / "float.onnx"
+    if not path.exists():
+        export_checked(spec, model, path)
+    if name == "onnxruntime-int8":
+        from utils.onnx_quantize import (CALIBRATION_IMAGES, calibration_arrays, quantize,
+                                         sample_images)
+
+        calibration = sample_images(ctx["samples"](args.data), CALIBRATION_IMAGES)
+        quantize(path, folder / "int8.onnx", calibration_arrays(calibration, spec))
+        path = folder / "int8.onnx"
+    return OnnxRuntime(open_session(path), spec.mean, spec.std)
 
 
 STAGES = {"data": bench_data, "train": bench_train, "eval": bench_eval}
@@ -226,12 +272,16 @@ def main(argv=None) -> int:
         print(f"wrote {sum(1 for p in out.rglob('*') if p.is_file())} images into {out}/")
         return 0
     device = resolve_device(args.device)
-    classes = read_classes(args.classes)
-    spec = ModelSpec.create(args.backbone, classes, args.input_shape,
-                            width_mult=args.width_mult)
+    if args.model:
+        spec, weights, _ = read_model(args.model, classes_file=args.classes)
+        model = build_model(spec, weights, args.model)
+    else:
+        spec = ModelSpec.create(args.backbone, read_classes(args.classes), args.input_shape,
+                                width_mult=args.width_mult)
+        model = spec.build()
     execution = Execution.create(spec, device, args.amp, args.channels_last)
     h, w = spec.input_shape
-    print(f"{args.backbone} {h}x{w}, batch {args.batch_size}, {device}"
+    print(f"{spec.backbone} {h}x{w}, batch {args.batch_size}, {device}"
           f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
           f"amp {execution.amp_dtype}, channels_last {args.channels_last}, "
           f"torch {torch.__version__}")
@@ -247,7 +297,7 @@ def main(argv=None) -> int:
     ctx = {
         "device": device, "spec": spec, "execution": execution,
         "augment": BatchAugment(spec.input_shape, nets.is_small_input(spec.input_shape)),
-        "model": execution.prepare(spec.build()),
+        "model": execution.prepare(model),
         "samples": read,
         "train_batches": lambda: make_batches(read(args.data), spec.geometry, args.batch_size,
                                               train=True, device=device, source=args.data,

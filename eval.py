@@ -2,8 +2,10 @@
 
 Batched evaluation through the very code that scores every training epoch (same decode
 cache, preprocessing, normalisation and metrics), so the top-1 printed here is the top-1
-the run logged.  Prints top-1, top-5 (top-k for fewer than 5 classes), mean recall, mean
-precision and the speed, and writes to ``--out`` (default ``metrics_out/``):
+the run logged, whichever runtime computes the logits (``--runtime``: PyTorch, or ONNX
+Runtime for a checkpoint's cached export or an exported ``.onnx``).  Prints top-1, top-5
+(top-k for fewer than 5 classes), mean recall, mean precision and the speed, and writes to
+``--out`` (default ``metrics_out/``):
 
     metrics.json           every number, per class too
     confusion_matrix.csv   counts, rows = true class, columns = predicted class

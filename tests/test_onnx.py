@@ -301,7 +301,7 @@ def test_int8_export_prints_its_top1_beside_the_float_one_and_predicts(trained, 
     result = run_script("predict.py", "--model", CKPT, "--export-onnx", out, "--int8",
                         cwd=trained)
     assert result.returncode == 0, result.stderr
-    (line,) = [l for l in result.stderr.splitlines() if l.startswith("int8 top-1")]
+    (line,) = [t for t in result.stderr.splitlines() if t.startswith("int8 top-1")]
     assert " vs float " in line and "cls_val.txt" in line and "cls_train.txt" in line
     model = onnx.load(str(out))
     assert any(n.op_type.startswith("QLinear") or n.op_type == "QuantizeLinear"

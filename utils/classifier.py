@@ -80,7 +80,7 @@ class Classifier:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "auto", *, runtime: str = "auto",
+    def load(cls, path: str | os.PathLike, device: str = "cpu", *, runtime: str = "auto",
              amp: str = "auto", channels_last: bool = True, backbone: str | None = None,
              input_shape: tuple[int, int] | None = None, width_mult: float | None = None,
              classes_file: str | os.PathLike | None = None, images: int | None = None,
@@ -102,36 +102,8 @@ class Classifier:
         if is_onnx_path(path):
             return cls._load_onnx(path, str(device), runtime, backbone, width_mult,
                                   input_shape, classes_file)
-        from utils import torch_runtime  # torch: checkpoints only
-        from utils.checkpoint import build_model
-        from utils.distributed import resolve_device
-        from utils.execution import Execution, amp_dtype
-        from utils.onnx_cache import cache_file, cached_export
-
-        spec, weights, info = torch_runtime.read_model(
-            path, backbone=backbone, input_shape=input_shape, width_mult=width_mult,
-            classes_file=classes_file or DEFAULT_CLASSES)
-        info = {"path": str(path), **info}
-        device = resolve_device(str(device))
-        full_precision = amp_dtype(amp, device) is None
-        chosen = choose_runtime(runtime, device.type, full_precision, images,
-                                lambda: cache_file(path, spec, cache_dir).is_file())
-        if chosen == "onnxruntime":
-            if device.type != "cpu" or not full_precision:
-                raise UserError(f"--runtime onnxruntime runs on the CPU in full precision; "
-                                f"for {device} or --amp {amp} use --runtime torch")
-            try:
-                _, onnx_runtime, _ = load_onnx(cached_export(path, spec, weights, info,
-                                                             cache_dir))
-                return cls(spec, onnx_runtime, info)
-            except Exception as exc:  # noqa: BLE001 - auto falls back on any export failure
-                if runtime != "auto":
-                    raise
-                warn(f"running {path} with torch: no ONNX export ({type(exc).__name__}: "
-                     f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})")
-        model = build_model(spec, weights, path)
-        execution = Execution.create(spec, device, amp, channels_last)
-        return cls(spec, torch_runtime.TorchRuntime(model, execution), info)
+        return cls._load_checkpoint(path, str(device), runtime, amp, channels_last, backbone,
+                                    input_shape, width_mult, classes_file, images, cache_dir)
 
     @classmethod
     def _load_onnx(cls, path, device, runtime, backbone, width_mult, input_shape,
@@ -147,6 +119,45 @@ class Classifier:
                             "plain weights only")
         classes = read_classes(classes_file) if classes_file else None
         return cls(*load_onnx(path, classes=classes, input_shape=input_shape))
+
+    @classmethod
+    def _load_checkpoint(cls, path, device, runtime, amp, channels_last, backbone,
+                         input_shape, width_mult, classes_file, images,
+                         cache_dir) -> "Classifier":
+        from utils import torch_runtime  # torch: checkpoints only
+        from utils.checkpoint import build_model
+        from utils.distributed import resolve_device
+        from utils.execution import Execution, amp_dtype
+        from utils.onnx_cache import cache_file, cached_export
+
+        spec, weights, info = torch_runtime.read_model(
+            path, backbone=backbone, input_shape=input_shape, width_mult=width_mult,
+            classes_file=classes_file or DEFAULT_CLASSES)
+        info = {"path": str(path), **info}
+        # Asking for ONNX Runtime is asking for the CPU it runs on, even beside a GPU.
+        device = resolve_device("cpu" if runtime == "onnxruntime" and device == "auto"
+                                else device)
+        full_precision = amp_dtype(amp, device) is None
+        chosen = choose_runtime(runtime, device.type, full_precision, images,
+                                lambda: cache_file(path, spec, cache_dir).is_file())
+        if chosen == "onnxruntime":
+            if device.type != "cpu" or not full_precision:
+                raise UserError(f"--runtime onnxruntime runs on the CPU in full precision; "
+                                f"for --device {device} or --amp {amp} use --runtime torch")
+            try:
+                _, onnx_runtime, _ = load_onnx(cached_export(path, spec, weights, info,
+                                                             cache_dir))
+                return cls(spec, onnx_runtime, info)
+            except Exception as exc:  # noqa: BLE001 - whatever stops the export
+                reason = (f"{type(exc).__name__}: "
+                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+                if runtime != "auto":
+                    raise UserError(f"cannot run {path} with ONNX Runtime ({reason}); "
+                                    "--runtime torch runs it") from exc
+                warn(f"running {path} with torch: no ONNX export ({reason})")
+        model = build_model(spec, weights, path)
+        execution = Execution.create(spec, device, amp, channels_last)
+        return cls(spec, torch_runtime.TorchRuntime(model, execution), info)
 
     def describe(self) -> str:
         """One line saying what model this is, e.g. for the top of a report."""

@@ -46,10 +46,11 @@ def export_int8(classifier, out: str | os.PathLike, source: dict[str, Any],
     two top-1s.
     """
     out, spec = Path(out), classifier.spec
-    calibration = _sample(_listed(train_annotation, None, "calibrates on"), CALIBRATION_IMAGES)
+    calibration = sample_images(_listed(train_annotation, None, "calibrates on"),
+                                CALIBRATION_IMAGES)
     classes = read_classes(classes_file)
     to_model = classifier.label_map(classes, classes_file)
-    scored = [(to_model[label], path) for label, path in _sample(
+    scored = [(to_model[label], path) for label, path in sample_images(
         _listed(val_annotation, classes, "scores the int8 model on"), SCORE_IMAGES)]
     float_path = out.with_name(f".{out.name}.{os.getpid()}.float.onnx")
     int8_path = out.with_name(f".{out.name}.{os.getpid()}.int8.onnx")
@@ -129,8 +130,9 @@ def _listed(annotation, classes, purpose: str) -> list[tuple[int, str]]:
     return samples
 
 
-def _sample(samples: list, count: int, seed: int = 0) -> list:
-    """``count`` of ``samples`` chosen at random (all when fewer), in file order."""
+def sample_images(samples: list, count: int, seed: int = 0) -> list:
+    """``count`` of an annotation's ``samples`` drawn at random (seeded; all when fewer), in
+    file order: not the first lines, since annotation files list one class after another."""
     if len(samples) <= count:
         return samples
     keep = sorted(random.Random(seed).sample(range(len(samples)), count))
