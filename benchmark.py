@@ -3,6 +3,7 @@
     python benchmark.py --backbone mobilenetv2 --input-shape 32 32 --batch-size 512
     python benchmark.py --baseline     # also the per-sample PIL / one-by-one loops, same run
     python benchmark.py --make-dataset photos --archive cifar10-jpg.tar.gz --out photos/
+    python benchmark.py --time-to-accuracy 80 300   # train.py's defaults per wall-clock budget
 
 Every figure is a median over repeated timed windows after a warm-up; GPU work is
 synchronised before each clock read.  Needs annotation files (``txt_annotation.py``).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import shlex
 import statistics
 import time
 
@@ -19,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 import nets
-from utils import preprocess
+from utils import preprocess, time_to_accuracy
 from utils.bench_data import cifar_subset, photo_set
 from utils.annotation import ANNOTATION_FILES, DEFAULT_CLASSES, read_annotation, read_classes
 from utils.augment import BatchAugment
@@ -62,9 +64,17 @@ def parse_args(argv):
                         "the first 500 / 200 images of every class; then exit")
     p.add_argument("--archive", help="--make-dataset: the CIFAR-10 JPEG archive")
     p.add_argument("--out", help="--make-dataset: the folder to write")
+    p.add_argument("--time-to-accuracy", nargs="+", type=float, metavar="SECONDS",
+                   help="train the defaults (on --data, scored on --eval-data) once per "
+                        "wall-clock budget and print the top-1 each reached; then exit")
+    p.add_argument("--train-args", default="",
+                   help="--time-to-accuracy: extra train.py flags, e.g. '--device cpu'")
     p.add_argument("--stages", nargs="+", choices=("data", "train", "eval"),
                    default=["data", "train", "eval"], help="what to measure")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.time_to_accuracy and not all(b > 0 for b in args.time_to_accuracy):
+        p.error("--time-to-accuracy budgets must be positive numbers of seconds")
+    return args
 
 
 def sync(device):
@@ -224,6 +234,11 @@ def main(argv=None) -> int:
         make = {"photos": photo_set, "cifar-subset": cifar_subset}
         out = make[args.make_dataset](args.archive, args.out)
         print(f"wrote {sum(1 for p in out.rglob('*') if p.is_file())} images into {out}/")
+        return 0
+    if args.time_to_accuracy:
+        train_args = ["--train-annotation", args.data, *shlex.split(args.train_args)]
+        print(time_to_accuracy.report(time_to_accuracy.reach(args.time_to_accuracy,
+                                                             train_args, args.eval_data)))
         return 0
     device = resolve_device(args.device)
     classes = read_classes(args.classes)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -150,19 +151,32 @@ class DecodedCache:
         name = f"{slot}-{_cache_key(samples)}"
         folder = Path(cache_dir) / "decoded"
         images_file, labels_file = folder / f"{name}.images.npy", folder / f"{name}.labels.npy"
+        decoded = None
         if dist.local_rank == 0 and not labels_file.exists():
-            images, labels = _decode_all(samples, geometry, train, workers)
-            folder.mkdir(parents=True, exist_ok=True)
-            _save_npy(images_file, images.numpy())
-            _save_npy(labels_file, labels.numpy())  # written last: marks the pair complete
-            # At 224x224 one version of a 50,000-image dataset is 10 GB: editing the
-            # dataset must not leave the old one behind. Readers hold their own copy.
-            for outdated in folder.glob(f"{slot}-*.npy"):
-                if not outdated.name.startswith(f"{name}."):
-                    outdated.unlink(missing_ok=True)
+            decoded = _decode_all(samples, geometry, train, workers)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                _save_npy(images_file, decoded[0].numpy())
+                _save_npy(labels_file, decoded[1].numpy())  # last: marks the pair complete
+            except OSError as exc:  # a full disk, a read-only folder: only speed is lost
+                if dist.enabled:
+                    raise UserError(f"cannot write the decode cache in {folder}: "
+                                    f"{exc.strerror or exc} (free space, or --no-cache)") \
+                        from None
+                warn(f"decode cache not saved in {folder} ({exc.strerror or exc}): the "
+                     "next run decodes the images again")
+            else:
+                # At 224x224 one version of a 50,000-image dataset is 10 GB: editing the
+                # dataset must not leave the old one behind. Readers hold their own copy.
+                for outdated in folder.glob(f"{slot}-*.npy"):
+                    if not outdated.name.startswith(f"{name}."):
+                        outdated.unlink(missing_ok=True)
         dist.barrier()
-        labels = torch.from_numpy(np.load(labels_file))
-        images = torch.from_numpy(np.load(images_file))
+        if decoded is not None and not dist.enabled:
+            images, labels = decoded
+        else:
+            labels = torch.from_numpy(np.load(labels_file))
+            images = torch.from_numpy(np.load(images_file))
         skipped = len(samples) - len(labels)
         if skipped:
             warn(f"skipped {skipped} of {len(samples)} annotated images that could not be "
@@ -190,9 +204,16 @@ def _decode_all(samples, geometry, train, workers):
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    """Write atomically under a name of this process's own: two runs building one cache
+    at once each write their copy, and the rename keeps one; a failure leaves nothing."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class TensorBatches:

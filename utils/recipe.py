@@ -190,13 +190,14 @@ def _photos(choices: Choices, data: Survey, gpu: bool, transfer: bool) -> None:
 
 
 def _batches(choices: Choices, data: Survey) -> None:
-    """Batch sizes never above the training set: at most an eighth of it, a power of two."""
+    """Batch sizes never above the training set: a power of two, at most an eighth of the
+    set (but 8 when the set holds that many, and 2 at the very least)."""
     cfg = choices.cfg
-    cap = 8
-    while cap * 2 <= max(8, data.train // 8):
+    cap, limit = 2, max(data.train // 8, min(8, data.train))
+    while cap * 2 <= limit:
         cap *= 2
     if cfg.batch_size > cap:
-        choices.set("batch_size", cap, f"at most an eighth of the {data.train} training images")
+        choices.set("batch_size", cap, f"sized to the {data.train} training images")
     choices.set("freeze_batch_size", choices.cfg.batch_size, "the batch size")
 
 
