@@ -165,7 +165,7 @@ def bench_train(args, ctx, report) -> None:
     scaler = torch.amp.GradScaler(device.type, enabled=execution.amp_dtype == torch.float16)
     train_model = torch.compile(model) if args.compile else model
     batches = ctx["train_batches"]()
-    fixed = [t.to(device) for t in next(iter(batches))]
+    fixed = [t.to(device) for t in next(iter(batches))[:2]]
 
     def step(images, labels):
         train_step(train_model, images, labels, ctx["augment"], optimizer, scaler, execution,
@@ -176,7 +176,7 @@ def bench_train(args, ctx, report) -> None:
     stream = cycle(batches)
 
     def end_to_end():
-        images, labels = next(stream)
+        images, labels, _ = next(stream)
         step(images.to(device, non_blocking=True), labels.to(device, non_blocking=True))
 
     rate = timed(end_to_end, args.batch_size, device, args.steps, args.repeats)
@@ -190,7 +190,7 @@ def bench_eval(args, ctx, report) -> None:
     val_batches = make_batches(ctx["samples"](args.eval_data), spec.geometry,
                                args.eval_batch_size, train=False, device=device,
                                source=args.eval_data, loading=Loading(args.workers))
-    count = sum(len(labels) for _, labels in val_batches)
+    count = sum(len(labels) for _, labels, _ in val_batches)
 
     def ours():
         evaluate(model, val_batches, execution, num_classes)

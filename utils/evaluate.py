@@ -22,6 +22,9 @@ class EvalResult:
     top5_correct: int
     count: int
     matrix: torch.Tensor
+    #: With ``evaluate(keep=True)``: each image's annotation line and float32 logits (CPU).
+    lines: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
 
     @property
     def loss(self) -> float:
@@ -56,12 +59,13 @@ class EvalResult:
 
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, batches, execution: Execution, num_classes: int, *,
-             reduce=None, progress=None) -> EvalResult:
+             reduce=None, progress=None, keep: bool = False) -> EvalResult:
     """Loss, top-1/top-5 and confusion matrix of ``model`` over ``batches`` of uint8 images.
 
     Everything is accumulated on the device and read once at the end.  ``reduce`` (e.g. an
     all-reduce under DDP) is applied to the summed tensors before they are read, so every
-    rank reports the metrics of the whole evaluation set.
+    rank reports the metrics of the whole evaluation set.  ``keep`` also returns every
+    image's logits with its annotation line (this process's share), for error analysis.
     """
     was_training = model.training
     model.eval()
@@ -69,11 +73,14 @@ def evaluate(model: torch.nn.Module, batches, execution: Execution, num_classes:
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, top1, top5
     count = 0  # on the host: no device sync per batch
     matrix = ConfusionMatrix(num_classes, device)
-    for images, labels in (progress(batches) if progress else batches):
+    kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for images, labels, lines in (progress(batches) if progress else batches):
         if not len(labels):
             continue
         labels = labels.to(device, non_blocking=True)
         logits = execution.logits(model, images)
+        if keep:
+            kept.append((lines, logits.cpu()))
         count += len(labels)
         sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(),
                              topk_correct(logits, labels, 1).double(),
@@ -85,4 +92,6 @@ def evaluate(model: torch.nn.Module, batches, execution: Execution, num_classes:
         reduce(matrix.matrix)
     model.train(was_training)
     loss, top1, top5, count = sums.tolist()
-    return EvalResult(loss, round(top1), round(top5), round(count), matrix.matrix.cpu())
+    lines, logits = (torch.cat(column) for column in zip(*kept)) if kept else (None, None)
+    return EvalResult(loss, round(top1), round(top5), round(count), matrix.matrix.cpu(),
+                      lines, logits)

@@ -235,7 +235,7 @@ class Trainer:
             m.reset_running_stats()
             m.momentum = None  # a plain average over the batches seen
         seen = 0
-        for images, _ in run.batches:
+        for images, *_ in run.batches:
             images = images.to(self.execution.device, non_blocking=True)
             with self.execution.autocast():
                 self.model(self.execution.inputs(self.augment(images)))
@@ -410,7 +410,7 @@ class Trainer:
                    disable=not self.dist.is_main, dynamic_ncols=True, leave=False)
         t0 = time.perf_counter()
         self.clock.start()
-        for step, (images, labels) in enumerate(bar, 1):
+        for step, (images, labels, _) in enumerate(bar, 1):
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             loss, logits = train_step(run.model, images, labels, self.augment, run.optimizer,
