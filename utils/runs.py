@@ -148,9 +148,11 @@ def start_training(run: Run) -> Trainer:
     weights = (class_weights(train_samples, spec.num_classes).to(device)
                if cfg.class_weights == "auto" else None)
 
+    plan_text = None
     if dist.is_main:  # folders are made only once the run is known to start
         if plan is not None:
-            print(recipe.describe(plan, device, len(train_samples), dist.world_size), flush=True)
+            plan_text = recipe.describe(plan, device, len(train_samples), dist.world_size)
+            print(plan_text, flush=True)
         else:
             print(f"resuming {cfg.resume}: {state.epoch} of {cfg.epochs} epochs done, best "
                   f"so far epoch {state.best_epoch}", flush=True)
@@ -159,7 +161,7 @@ def start_training(run: Run) -> Trainer:
     else:
         run_dir = run.run_dir
     return Trainer(cfg, spec, model, execution, train_samples, val_batches, test_samples, state,
-                   run_dir, dist, weights)
+                   run_dir, dist, weights, plan_text)
 
 
 def class_weights(samples, num_classes: int) -> torch.Tensor:
