@@ -36,7 +36,7 @@ def test_cifar10_on_a_gpu_keeps_its_recipe():
 def test_small_images_on_a_cpu_get_the_cpu_recipe_unless_given():
     plan = choose(CIFAR, CPU)
     cfg = plan.cfg
-    assert (cfg.width_mult, cfg.optimizer, cfg.batch_size) == (0.5, "adamw", 64)
+    assert (cfg.width_mult, cfg.optimizer, cfg.batch_size) == (0.5, "adamw", 32)
     assert cfg.epochs == 10  # 300,000 images' worth, at least 10
     assert plan.why["width_mult"].startswith("CPU recipe")
     given = choose(CIFAR, CPU, "--optimizer", "sgd", "--width-mult", "1", "--epochs", "3").cfg
