@@ -165,8 +165,8 @@ def _small_images(choices: Choices, data: Survey, gpu: bool) -> None:
     choices.set("batch_size", 32, "CPU recipe: as fast per image as larger batches, more "
                                   "steps, and the memory of training under 1.5 GiB")
     epochs = min(150, max(10, round(CPU_IMAGES / max(data.train, 1))))
-    choices.set("epochs", epochs, f"CPU recipe: about {epochs * data.train:,} images, "
-                                  "some twenty minutes")
+    choices.set("epochs", epochs, f"CPU recipe: {epochs * data.train:,} images in all (about "
+                                  f"{CPU_IMAGES:,}, at least 10 epochs)")
 
 
 def _photos(choices: Choices, data: Survey, gpu: bool, transfer: bool) -> None:
