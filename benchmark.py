@@ -5,6 +5,7 @@
     python benchmark.py --stages eval --runtimes torch onnxruntime onnxruntime-int8 \
                         --model logs/<run>/best.pth      # inference engines side by side
     python benchmark.py --make-dataset photos --archive cifar10-jpg.tar.gz --out photos/
+    python benchmark.py --time-to-accuracy 80 300   # train.py's defaults per wall-clock budget
 
 Every figure is a median over repeated timed windows after a warm-up; GPU work is
 synchronised before each clock read.  Needs annotation files (``txt_annotation.py``).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import shlex
 import statistics
 import tempfile
 import time
@@ -23,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 import nets
-from utils import preprocess
+from utils import preprocess, time_to_accuracy
 from utils.bench_data import cifar_subset, photo_set
 from utils.annotation import ANNOTATION_FILES, DEFAULT_CLASSES, read_annotation, read_classes
 from utils.augment import BatchAugment
@@ -73,6 +75,11 @@ def parse_args(argv):
                         "the first 500 / 200 images of every class; then exit")
     p.add_argument("--archive", help="--make-dataset: the CIFAR-10 JPEG archive")
     p.add_argument("--out", help="--make-dataset: the folder to write")
+    p.add_argument("--time-to-accuracy", nargs="+", type=float, metavar="SECONDS",
+                   help="train the defaults (on --data, scored on --eval-data) once per "
+                        "wall-clock budget and print the top-1 each reached; then exit")
+    p.add_argument("--train-args", default="",
+                   help="--time-to-accuracy: extra train.py flags, e.g. '--device cpu'")
     p.add_argument("--stages", nargs="+", choices=("data", "train", "eval"),
                    default=["data", "train", "eval"], help="what to measure")
     p.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=["torch"],
@@ -81,7 +88,10 @@ def parse_args(argv):
                    "--data); ratios are to the first")
     p.add_argument("--model", help="a checkpoint whose network and weights to measure "
                    "(default: a new --backbone network); the eval stage then reports top-1 too")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.time_to_accuracy and not all(b > 0 for b in args.time_to_accuracy):
+        p.error("--time-to-accuracy budgets must be positive numbers of seconds")
+    return args
 
 
 def sync(device):
@@ -172,7 +182,7 @@ def bench_train(args, ctx, report) -> None:
     scaler = torch.amp.GradScaler(device.type, enabled=execution.amp_dtype == torch.float16)
     train_model = torch.compile(model) if args.compile else model
     batches = ctx["train_batches"]()
-    fixed = [t.to(device) for t in next(iter(batches))]
+    fixed = [t.to(device) for t in next(iter(batches))[:2]]
 
     def step(images, labels):
         train_step(train_model, images, labels, ctx["augment"], optimizer, scaler, execution,
@@ -183,7 +193,7 @@ def bench_train(args, ctx, report) -> None:
     stream = cycle(batches)
 
     def end_to_end():
-        images, labels = next(stream)
+        images, labels, _ = next(stream)
         step(images.to(device, non_blocking=True), labels.to(device, non_blocking=True))
 
     rate = timed(end_to_end, args.batch_size, device, args.steps, args.repeats)
@@ -197,7 +207,7 @@ def bench_eval(args, ctx, report) -> None:
     val_batches = make_batches(ctx["samples"](args.eval_data), spec.geometry,
                                args.eval_batch_size, train=False, device=device,
                                source=args.eval_data, loading=Loading(args.workers))
-    count = sum(len(labels) for _, labels in val_batches)
+    count = sum(len(labels) for _, labels, _ in val_batches)
     samples = ctx["samples"](args.eval_data)
     rates = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -270,6 +280,11 @@ def main(argv=None) -> int:
         make = {"photos": photo_set, "cifar-subset": cifar_subset}
         out = make[args.make_dataset](args.archive, args.out)
         print(f"wrote {sum(1 for p in out.rglob('*') if p.is_file())} images into {out}/")
+        return 0
+    if args.time_to_accuracy:
+        train_args = ["--train-annotation", args.data, *shlex.split(args.train_args)]
+        print(time_to_accuracy.report(time_to_accuracy.reach(args.time_to_accuracy,
+                                                             train_args, args.eval_data)))
         return 0
     device = resolve_device(args.device)
     if args.model:

@@ -32,6 +32,7 @@ from utils.cli import ArgumentParser, UserError, default_workers, run
 from utils.data import Loading, make_batches, one_by_one_batches
 from utils.evaluate import EvalResult, evaluate_logits
 from utils.execution import AMP_MODES
+from utils.fileio import output_target
 from utils.metrics import ClassReport, class_report
 from utils.model_args import add_model_arguments, load_from_args
 from utils.plots import plot_confusion, plot_per_class
@@ -56,6 +57,7 @@ def parse_args(argv=None):
                         help="evaluate one image at a time (the slow baseline, for comparison)")
     add_model_arguments(parser)
     args = parser.parse_args(argv)
+    output_target(args.out, folder=True)
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     if args.workers < 0:

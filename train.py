@@ -20,6 +20,7 @@ from utils.runs import resolve_run, start_training
 
 
 AUTO = "chosen from the data and the device, see the plan"
+BATCHNORM = "BatchNorm learns from two images at least"
 
 
 @dataclass
@@ -51,10 +52,11 @@ class TrainConfig:
     freeze_epochs: int = setting(0, "epochs training the head only, backbone frozen",
                                  valid=at_least(0), auto=AUTO)
     freeze_batch_size: int = setting(512, "batch size during the freeze phase",
-                                     valid=at_least(1), auto="the batch size")
+                                     valid=at_least(2, BATCHNORM), auto="the batch size")
     epochs: int = setting(150, "total epochs, freeze phase included", valid=at_least(1),
                           auto=AUTO)
-    batch_size: int = setting(512, "batch size per process", valid=at_least(1), auto=AUTO)
+    batch_size: int = setting(512, "batch size per process", valid=at_least(2, BATCHNORM),
+                              auto=AUTO)
     eval_batch_size: int = setting(1024, "batch size for the per-epoch evaluation",
                                    valid=at_least(1))
     patience: int | None = setting(None, "stop when validation top-1 has not improved for "

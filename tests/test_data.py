@@ -34,10 +34,10 @@ def batches(annotation, *, train: bool, cache: bool, cache_dir) -> tuple[torch.T
                           device=torch.device("cpu"), source=annotation,
                           loading=Loading(cache_dir=cache_dir if cache else None))
     if not train:
-        images, labels = zip(*source)
+        images, labels, _ = zip(*source)
         return torch.cat(images), torch.cat(labels)
     source.set_epoch(0)
-    images, labels = next(iter(source))  # one batch: the whole shuffled set
+    images, labels, _ = next(iter(source))  # one batch: the whole shuffled set
     key = images.flatten(1).double() @ torch.rand(images[0].numel(), dtype=torch.float64,
                                                   generator=torch.Generator().manual_seed(0))
     order = key.argsort()
@@ -100,8 +100,9 @@ def test_the_last_partial_batch_is_kept_unless_too_small(images, batch, expected
 
 def test_every_training_image_is_used_each_epoch():
     images = torch.arange(36, dtype=torch.uint8).view(36, 1, 1, 1).expand(36, 3, 2, 2)
-    batches = data.TensorBatches(images, torch.arange(36), 8, train=True, seed=3)
+    batches = data.TensorBatches(images, torch.arange(36), torch.arange(36), 8, train=True,
+                                 seed=3)
     for epoch in range(2):
         batches.set_epoch(epoch)
-        seen = torch.cat([labels for _, labels in batches])
+        seen = torch.cat([lines for _, _, lines in batches])
         assert len(batches) == 5 and sorted(seen.tolist()) == list(range(36))

@@ -70,7 +70,8 @@ def stub_batches(batch_size: int):
     """uint8 images whose pixels all equal their sample index, with their labels."""
     images = torch.arange(len(LABELS), dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 3, 4, 4)
     labels = torch.tensor(LABELS)
-    return [(images[i:i + batch_size], labels[i:i + batch_size])
+    lines = torch.arange(len(LABELS))
+    return [(images[i:i + batch_size], labels[i:i + batch_size], lines[i:i + batch_size])
             for i in range(0, len(LABELS), batch_size)]
 
 

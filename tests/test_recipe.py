@@ -36,7 +36,7 @@ def test_cifar10_on_a_gpu_keeps_its_recipe():
 def test_small_images_on_a_cpu_get_the_cpu_recipe_unless_given():
     plan = choose(CIFAR, CPU)
     cfg = plan.cfg
-    assert (cfg.width_mult, cfg.optimizer, cfg.batch_size) == (0.5, "adamw", 64)
+    assert (cfg.width_mult, cfg.optimizer, cfg.batch_size) == (0.5, "adamw", 32)
     assert cfg.epochs == 10  # 300,000 images' worth, at least 10
     assert plan.why["width_mult"].startswith("CPU recipe")
     given = choose(CIFAR, CPU, "--optimizer", "sgd", "--width-mult", "1", "--epochs", "3").cfg
@@ -96,7 +96,7 @@ def test_the_plan_says_what_was_chosen_and_why(photos, tmp_path):
     assert "data      44 training images in 2 classes (balanced), 4 validation, 8 test; " \
            "images about 160x120" in out
     assert "  input_shape        96 96        given" in out
-    assert "  batch_size         8            auto: at most an eighth of the 44 training " \
+    assert "  batch_size         8            auto: sized to the 44 training " \
            "images" in out
     assert "schedule  1 epoch(s) of 6 steps (batch 8)" in out
     assert "for the 1 epoch(s) of this run, from the first steps" in out

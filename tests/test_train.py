@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from tests.helpers import ROOT, assert_clean_error, make_dataset, run_script
+from tests.test_report import Page, check_self_contained
 from utils.checkpoint import load_checkpoint
 
 # A small, fast network and settings shared by most tests (16x16 inputs, 3 colour classes).
@@ -246,6 +247,15 @@ def test_best_is_chosen_on_val_and_the_test_set_is_scored_once_at_the_end(projec
     assert "val loss" in output and "top-3" in output and "top-5" not in output
     assert re.search(r"test \(12 images in cls_test.txt, scored once with best.pth\): "
                      r"top-1 [\d.]+, top-3 [\d.]+, mean recall", output)
+    # The run's report.html: opens from disk, references only files that exist, and shows
+    # the test figures; errors.csv lists every misclassified test image, worst first.
+    page = Page(run_dir / "report.html")
+    assert check_self_contained(run_dir / "report.html", page) == 2  # the two curves
+    assert f"{results['test']['top1']:.2%}" in page.all_text
+    errors = (run_dir / "errors.csv").read_text().splitlines()[1:]
+    assert len(errors) == round(12 * (1 - results["test"]["top1"]))
+    losses = [float(row.rsplit(",", 1)[1]) for row in errors]
+    assert losses == sorted(losses, reverse=True)
 
 
 def test_without_a_validation_set_best_is_the_last_epoch_and_that_is_said(project):

@@ -55,10 +55,12 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
         if tmp:
             Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"could not write checkpoint {path}: {exc.strerror or exc}") from exc
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UserError(f"could not write checkpoint {path}: "
+                        f"{reason.strip().splitlines()[-1][:200]}") from exc
     except BaseException:
         if tmp:
             Path(tmp).unlink(missing_ok=True)

@@ -31,6 +31,7 @@ class Range:
     low: float = -math.inf
     high: float = math.inf
     low_open: bool = False
+    why: str = ""  #: said after the range, in parentheses
 
     def __contains__(self, value) -> bool:
         above = value > self.low if self.low_open else value >= self.low
@@ -38,12 +39,14 @@ class Range:
 
     def __str__(self) -> str:
         if self.high == math.inf:
-            return f"{'above' if self.low_open else 'at least'} {self.low:g}"
-        return f"between {self.low:g} and {self.high:g}"
+            text = f"{'above' if self.low_open else 'at least'} {self.low:g}"
+        else:
+            text = f"between {self.low:g} and {self.high:g}"
+        return f"{text} ({self.why})" if self.why else text
 
 
-def at_least(low: float) -> Range:
-    return Range(low)
+def at_least(low: float, why: str = "") -> Range:
+    return Range(low, why=why)
 
 
 def above(low: float) -> Range:

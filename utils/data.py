@@ -9,15 +9,18 @@ Two sources give the same batches:
 * :class:`ImageDataset` + a ``DataLoader`` decode per sample in worker processes, for
   datasets too large for the cache budget.
 
-Both yield images in the same "base" form (:func:`utils.preprocess.to_base` for training,
-:func:`utils.preprocess.to_uint8` for evaluation), so augmentation (``utils.augment``) and
-evaluation see identical pixels whichever path produced them.  :func:`one_by_one_batches`
+Both yield ``(images, labels, lines)`` batches: uint8 images in the same "base" form
+(:func:`utils.preprocess.to_base` for training, :func:`utils.preprocess.to_uint8` for
+evaluation), so augmentation (``utils.augment``) and evaluation see identical pixels whichever
+path produced them, and for each image its line in the annotation (what an error analysis
+needs to name the file; unreadable images are skipped, so positions alone would not do).  :func:`one_by_one_batches`
 is the naive loop both replace, kept to measure the difference.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -33,7 +36,7 @@ from utils.distributed import Dist
 from utils.image import load_or_warn
 from utils.preprocess import Geometry
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the annotation line of each cached image is kept beside its label
 
 #: The random stream of batch shuffling; augmentation draws streams 0 .. world_size - 1.
 SHUFFLE_STREAM = 100_003
@@ -95,16 +98,18 @@ class ImageDataset(Dataset):
         if image is None:
             return None
         to_tensor = preprocess.to_base if self.train else preprocess.to_uint8
-        return to_tensor(image, self.geometry), label
+        return to_tensor(image, self.geometry), label, index
 
 
 def collate_valid(batch):
-    """Stack a batch, dropping the samples whose image could not be read."""
+    """Stack a batch (images, labels, lines), dropping the images that could not be read."""
     batch = [item for item in batch if item is not None]
     if not batch:
-        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
-    images, labels = zip(*batch)
-    return torch.stack(images), torch.tensor(labels, dtype=torch.long)
+        empty = torch.empty(0, dtype=torch.long)
+        return torch.empty(0, dtype=torch.uint8), empty, empty
+    images, labels, lines = zip(*batch)
+    return (torch.stack(images), torch.tensor(labels, dtype=torch.long),
+            torch.tensor(lines, dtype=torch.long))
 
 
 def _cache_slot(source, geometry: Geometry, train: bool) -> str:
@@ -134,10 +139,12 @@ def _cache_key(samples) -> str:
 
 @dataclass
 class DecodedCache:
-    """All images of an annotation file decoded once: ``images`` (N, 3, H, W) uint8."""
+    """All images of an annotation file decoded once: ``images`` (N, 3, H, W) uint8, their
+    ``labels`` and their ``lines`` in the annotation file."""
 
     images: torch.Tensor
     labels: torch.Tensor
+    lines: torch.Tensor
     skipped: int
 
     @classmethod
@@ -150,24 +157,38 @@ class DecodedCache:
         name = f"{slot}-{_cache_key(samples)}"
         folder = Path(cache_dir) / "decoded"
         images_file, labels_file = folder / f"{name}.images.npy", folder / f"{name}.labels.npy"
+        decoded = None
         if dist.local_rank == 0 and not labels_file.exists():
-            images, labels = _decode_all(samples, geometry, train, workers)
-            folder.mkdir(parents=True, exist_ok=True)
-            _save_npy(images_file, images.numpy())
-            _save_npy(labels_file, labels.numpy())  # written last: marks the pair complete
-            # At 224x224 one version of a 50,000-image dataset is 10 GB: editing the
-            # dataset must not leave the old one behind. Readers hold their own copy.
-            for outdated in folder.glob(f"{slot}-*.npy"):
-                if not outdated.name.startswith(f"{name}."):
-                    outdated.unlink(missing_ok=True)
+            decoded = _decode_all(samples, geometry, train, workers)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                _save_npy(images_file, decoded[0].numpy())
+                # Written last: marks the pair complete.  Labels and lines, one row each.
+                _save_npy(labels_file, torch.stack(decoded[1:]).numpy())
+            except OSError as exc:  # a full disk, a read-only folder: only speed is lost
+                if dist.enabled:
+                    raise UserError(f"cannot write the decode cache in {folder}: "
+                                    f"{exc.strerror or exc} (free space, or --no-cache)") \
+                        from None
+                warn(f"decode cache not saved in {folder} ({exc.strerror or exc}): the "
+                     "next run decodes the images again")
+            else:
+                # At 224x224 one version of a 50,000-image dataset is 10 GB: editing the
+                # dataset must not leave the old one behind. Readers hold their own copy.
+                for outdated in folder.glob(f"{slot}-*.npy"):
+                    if not outdated.name.startswith(f"{name}."):
+                        outdated.unlink(missing_ok=True)
         dist.barrier()
-        labels = torch.from_numpy(np.load(labels_file))
-        images = torch.from_numpy(np.load(images_file))
+        if decoded is not None and not dist.enabled:
+            images, labels, lines = decoded
+        else:
+            labels, lines = torch.from_numpy(np.load(labels_file))
+            images = torch.from_numpy(np.load(images_file))
         skipped = len(samples) - len(labels)
         if skipped:
             warn(f"skipped {skipped} of {len(samples)} annotated images that could not be "
                  "read (re-run txt_annotation.py to list them)")
-        return cls(images, labels, skipped)
+        return cls(images, labels, lines, skipped)
 
 
 def decoded_nbytes(num_samples: int, geometry: Geometry, train: bool) -> int:
@@ -179,20 +200,23 @@ def decoded_nbytes(num_samples: int, geometry: Geometry, train: bool) -> int:
 def _decode_all(samples, geometry, train, workers):
     loader = DataLoader(ImageDataset(samples, geometry, train), batch_size=256,
                         num_workers=workers, collate_fn=collate_valid)
-    images, labels = [], []
-    for batch_images, batch_labels in loader:
-        if len(batch_labels):
-            images.append(batch_images)
-            labels.append(batch_labels)
-    if not labels:
+    parts = [batch for batch in loader if len(batch[1])]
+    if not parts:
         raise UserError("none of the annotated images could be read")
-    return torch.cat(images), torch.cat(labels)
+    return tuple(torch.cat(column) for column in zip(*parts))
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    """Write atomically under a name of this process's own: two runs building one cache
+    at once each write their copy, and the rename keeps one; a failure leaves nothing."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class TensorBatches:
@@ -205,9 +229,10 @@ class TensorBatches:
     exactly once.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
-                 train: bool, seed: int = 0, rank: int = 0, world_size: int = 1):
-        self.images, self.labels = images, labels
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, lines: torch.Tensor,
+                 batch_size: int, *, train: bool, seed: int = 0, rank: int = 0,
+                 world_size: int = 1):
+        self.images, self.labels, self.lines = images, labels, lines
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
@@ -231,12 +256,14 @@ class TensorBatches:
             return training_batches(-(-n // self.world_size), self.batch_size)[0]
         return -(-len(range(self.rank, n, self.world_size)) // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        indices = self._indices().to(self.images.device)
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        indices = self._indices()
+        on_device = indices.to(self.images.device)
         stop = len(self) * self.batch_size
         for start in range(0, min(stop, len(indices)), self.batch_size):
-            idx = indices[start:start + self.batch_size]
-            yield self.images[idx], self.labels[idx]
+            end = start + self.batch_size
+            yield (self.images[on_device[start:end]], self.labels[on_device[start:end]],
+                   self.lines[indices[start:end]])
 
 
 class StreamBatches:
@@ -297,8 +324,8 @@ def make_batches(samples: Sequence[tuple[int, str]], geometry: Geometry, batch_s
         # On the GPU when it leaves most memory for training; else batches are copied over.
         if device.type == "cuda" and images.numel() < torch.cuda.mem_get_info(device)[0] / 4:
             images, labels = images.to(device), labels.to(device)
-        return TensorBatches(images, labels, batch_size, train=train, seed=seed,
-                             rank=dist.rank, world_size=dist.world_size)
+        return TensorBatches(images, labels, decoded.lines, batch_size, train=train,
+                             seed=seed, rank=dist.rank, world_size=dist.world_size)
     return StreamBatches(samples, geometry, batch_size, train=train, workers=loading.workers,
                          seed=seed, rank=dist.rank, world_size=dist.world_size,
                          pin_memory=device.type == "cuda")
@@ -312,7 +339,8 @@ def one_by_one_batches(samples: Sequence[tuple[int, str]],
     open, preprocess, forward" loop with the same metrics, the baseline that batched
     evaluation is measured against (``eval.py --one-by-one``, ``benchmark.py``).
     """
-    for label, path in samples:
+    for line, (label, path) in enumerate(samples):
         image = load_or_warn(path)
         if image is not None:
-            yield preprocess.to_uint8(image, geometry)[None], torch.tensor([label])
+            yield (preprocess.to_uint8(image, geometry)[None], torch.tensor([label]),
+                   torch.tensor([line]))

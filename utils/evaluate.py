@@ -24,6 +24,9 @@ class EvalResult:
     top5_correct: int
     count: int
     matrix: torch.Tensor
+    #: With ``evaluate(keep=True)``: each image's annotation line and float32 logits (CPU).
+    lines: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
 
     @property
     def loss(self) -> float:
@@ -57,14 +60,14 @@ class EvalResult:
 
 
 def evaluate(model: torch.nn.Module, batches, execution: Execution, num_classes: int, *,
-             reduce=None, progress=None) -> EvalResult:
+             reduce=None, progress=None, keep: bool = False) -> EvalResult:
     """:func:`evaluate_logits` of a torch ``model`` computed with ``execution`` (in eval mode
     for the duration; training's per-epoch and final scoring)."""
     was_training = model.training
     model.eval()
     try:
         return evaluate_logits(partial(execution.logits, model), batches, num_classes,
-                               execution.device, reduce=reduce, progress=progress)
+                               execution.device, reduce=reduce, progress=progress, keep=keep)
     finally:
         model.train(was_training)
 
@@ -72,7 +75,7 @@ def evaluate(model: torch.nn.Module, batches, execution: Execution, num_classes:
 @torch.inference_mode()
 def evaluate_logits(logits_of: Callable[[torch.Tensor], torch.Tensor], batches,
                     num_classes: int, device: torch.device | str, *, reduce=None,
-                    progress=None) -> EvalResult:
+                    progress=None, keep: bool = False) -> EvalResult:
     """Loss, top-1/top-5 and confusion matrix over ``batches`` of (uint8 images, labels).
 
     ``logits_of`` maps an image batch to float32 logits on ``device``: a torch model's
@@ -80,17 +83,21 @@ def evaluate_logits(logits_of: Callable[[torch.Tensor], torch.Tensor], batches,
     (:meth:`utils.classifier.Classifier.logits`), so every runtime is scored by this code.
     Everything is accumulated on the device and read once at the end.  ``reduce`` (e.g. an
     all-reduce under DDP) is applied to the summed tensors before they are read, so every
-    rank reports the metrics of the whole evaluation set.
+    rank reports the metrics of the whole evaluation set.  ``keep`` also returns every
+    image's logits with its annotation line (this process's share), for error analysis.
     """
     device = torch.device(device)
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, top1, top5
     count = 0  # on the host: no device sync per batch
     matrix = ConfusionMatrix(num_classes, device)
-    for images, labels in (progress(batches) if progress else batches):
+    kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for images, labels, lines in (progress(batches) if progress else batches):
         if not len(labels):
             continue
         labels = labels.to(device, non_blocking=True)
         logits = logits_of(images)
+        if keep:
+            kept.append((lines, logits.cpu()))
         count += len(labels)
         sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(),
                              topk_correct(logits, labels, 1).double(),
@@ -101,4 +108,6 @@ def evaluate_logits(logits_of: Callable[[torch.Tensor], torch.Tensor], batches,
         reduce(sums)
         reduce(matrix.matrix)
     loss, top1, top5, count = sums.tolist()
-    return EvalResult(loss, round(top1), round(top5), round(count), matrix.matrix.cpu())
+    lines, logits = (torch.cat(column) for column in zip(*kept)) if kept else (None, None)
+    return EvalResult(loss, round(top1), round(top5), round(count), matrix.matrix.cpu(),
+                      lines, logits)

@@ -35,3 +35,29 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, data) -> None:
     """:func:`write_atomic` of ``data`` as indented JSON."""
     write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def output_target(path: str | os.PathLike, *, folder: bool, protect=(),
+                  datasets: str | os.PathLike = "datasets") -> Path:
+    """Check an output path before any work: never inside the dataset folder (the next
+    annotation run would take the outputs for images), never onto an input (``protect``),
+    and a folder output not onto an existing file (nor a file output onto a folder).
+
+    Returns the path; anything else is a one-line :class:`UserError`, raised before the
+    command spends minutes on work it then could not write.
+    """
+    path = Path(path)
+    resolved = path.resolve()
+    data = Path(datasets).resolve()
+    if resolved == data or data in resolved.parents:
+        raise UserError(f"{path}: outputs never go inside {datasets}/, where they would be "
+                        "taken for images: choose another folder")
+    for source in protect:
+        if source is not None and Path(source).exists() and resolved == Path(source).resolve():
+            raise UserError(f"{path} is an input of this command: writing there would "
+                            "destroy it; choose another path")
+    if folder and path.exists() and not path.is_dir():
+        raise UserError(f"{path} is a file, not a folder: choose another --out")
+    if not folder and path.is_dir():
+        raise UserError(f"{path} is a folder: give a file name")
+    return path

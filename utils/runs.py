@@ -95,36 +95,71 @@ def start_training(run: Run) -> Trainer:
 
     A fresh run's settings not given by the user are chosen from the data and the device
     (:mod:`utils.recipe`) and printed, each with where it came from, before anything starts.
+    Every check that can fail runs before the run folder is claimed.
     """
-    cfg = run.cfg
-    dist, device = distributed.setup(cfg.device)
-    classes = read_classes(cfg.classes_path)
+    dist, device = distributed.setup(run.cfg.device)
+    classes = read_classes(run.cfg.classes_path)
     if run.resume is not None:
-        spec = ModelSpec.from_dict(run.resume, source=cfg.resume)
+        spec = ModelSpec.from_dict(run.resume, source=run.cfg.resume)
         if list(spec.classes) != classes:
             raise UserError(f"cannot resume: the checkpoint's {spec.num_classes} classes "
-                            f"differ from {cfg.classes_path} ({len(classes)} classes)")
-    train_samples = read_annotation(cfg.train_annotation, classes)
+                            f"differ from {run.cfg.classes_path} ({len(classes)} classes)")
     # Read now, not after hours of training: a missing list fails before anything is written.
-    val_samples = read_annotation(cfg.val_annotation, classes, allow_empty=True)
-    test_samples = read_annotation(cfg.test_annotation, classes, allow_empty=True)
-    if run.resume is not None:
-        state = TrainState.from_checkpoint(run.resume, cfg.resume)
-        plan = None
-    else:
-        data = recipe.survey(classes, train_samples, val_samples, test_samples)
-        plan = recipe.choose(cfg, run.explicit, data, device, _weights(cfg, run.explicit, data))
-        cfg = run.cfg = plan.cfg
-        spec = ModelSpec.create(cfg.backbone, classes, cfg.input_shape,
-                                **{f: getattr(cfg, f) for f in _arch_fields() if hasattr(cfg, f)})
-        state = TrainState()
+    train, val, test = (read_annotation(path, classes, allow_empty=empty) for path, empty in (
+        (run.cfg.train_annotation, False), (run.cfg.val_annotation, True),
+        (run.cfg.test_annotation, True)))
+    plan = None
+    if run.resume is None:
+        data = recipe.survey(classes, train, val, test)
+        plan = recipe.choose(run.cfg, run.explicit, data, device,
+                             _weights(run.cfg, run.explicit, data))
+        run.cfg = plan.cfg
+        spec = ModelSpec.create(run.cfg.backbone, classes, run.cfg.input_shape,
+                                **{f: getattr(run.cfg, f) for f in _arch_fields()
+                                   if hasattr(run.cfg, f)})
+    _check_batches(run.cfg, train, dist)
+    model, execution = _model(run, spec, device, dist)
+    if plan is not None and run.cfg.time_budget:
+        augment = BatchAugment(spec.input_shape, nets.is_small_input(spec.input_shape))
+        recipe.fit_to_budget(plan, *measure_speed(model, spec, execution,
+                                                  min(run.cfg.batch_size, len(train)), augment))
+        run.cfg = plan.cfg
+    cfg = run.cfg
+    loading = Loading(cfg.workers, cfg.cache_dir if cfg.cache else None)
+    val_batches = make_batches(val, spec.geometry, cfg.eval_batch_size, train=False,
+                               device=device, source=cfg.val_annotation, loading=loading,
+                               dist=dist) if val else None
+    weights = (class_weights(train, spec.num_classes).to(device)
+               if cfg.class_weights == "auto" else None)
+    state = TrainState() if run.resume is None else \
+        TrainState.from_checkpoint(run.resume, cfg.resume)
+
+    plan_text, run_dir = None, run.run_dir
+    if dist.is_main:  # folders are made only once the run is known to start
+        if plan is not None:
+            plan_text = recipe.describe(plan, device, len(train), dist.world_size)
+            print(plan_text, flush=True)
+        else:
+            print(f"resuming {cfg.resume}: {state.epoch} of {cfg.epochs} epochs done, best "
+                  f"so far epoch {state.best_epoch}", flush=True)
+        run_dir = _open_run_dir(run)
+        print(f"run folder: {run_dir}")
+    return Trainer(cfg, spec, model, execution, train, val_batches, test, state, run_dir,
+                   dist, weights, plan_text)
+
+
+def _check_batches(cfg, train, dist) -> None:
+    """Each phase's batch fits the training set; a frozen random backbone is worth a word."""
     for phase in plan_phases(cfg):
         flag = "--freeze-batch-size" if phase.name == "freeze" else "--batch-size"
-        check_batch_size(phase.batch_size, train_samples, cfg.train_annotation, flag,
-                         dist.world_size)
+        check_batch_size(phase.batch_size, train, cfg.train_annotation, flag, dist.world_size)
     if cfg.freeze_epochs and not (cfg.pretrained or cfg.model_path) and dist.is_main:
         warn("--freeze-epochs without --pretrained or --model-path freezes a random backbone")
 
+
+def _model(run: Run, spec: ModelSpec, device, dist) -> tuple[torch.nn.Module, Execution]:
+    """The network with its starting weights (resumed, ImageNet, a file, or fresh), placed."""
+    cfg = run.cfg
     torch.manual_seed(cfg.seed)
     model = spec.build(pretrained=cfg.pretrained and run.resume is None)
     if run.resume is not None:
@@ -134,32 +169,7 @@ def start_training(run: Run) -> Trainer:
     if cfg.sync_bn and dist.enabled:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     execution = Execution.create(spec, device, cfg.amp, cfg.channels_last)
-    model = execution.prepare(model)
-    if plan is not None and cfg.time_budget:
-        augment = BatchAugment(spec.input_shape, nets.is_small_input(spec.input_shape))
-        recipe.fit_to_budget(plan, *measure_speed(model, spec, execution,
-                                                  min(cfg.batch_size, len(train_samples)),
-                                                  augment))
-        cfg = run.cfg = plan.cfg
-    loading = Loading(cfg.workers, cfg.cache_dir if cfg.cache else None)
-    val_batches = make_batches(val_samples, spec.geometry, cfg.eval_batch_size, train=False,
-                               device=device, source=cfg.val_annotation, loading=loading,
-                               dist=dist) if val_samples else None
-    weights = (class_weights(train_samples, spec.num_classes).to(device)
-               if cfg.class_weights == "auto" else None)
-
-    if dist.is_main:  # folders are made only once the run is known to start
-        if plan is not None:
-            print(recipe.describe(plan, device, len(train_samples), dist.world_size), flush=True)
-        else:
-            print(f"resuming {cfg.resume}: {state.epoch} of {cfg.epochs} epochs done, best "
-                  f"so far epoch {state.best_epoch}", flush=True)
-        run_dir = _open_run_dir(run)
-        print(f"run folder: {run_dir}")
-    else:
-        run_dir = run.run_dir
-    return Trainer(cfg, spec, model, execution, train_samples, val_batches, test_samples, state,
-                   run_dir, dist, weights)
+    return execution.prepare(model), execution
 
 
 def class_weights(samples, num_classes: int) -> torch.Tensor:

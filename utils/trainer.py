@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 import nets
 from utils import distributed
+from utils.analysis import add_evaluation, analyse
 from utils.augment import BatchAugment
 from utils.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from utils.cli import UserError, warn
@@ -39,6 +40,7 @@ from utils.execution import Execution
 from utils.fileio import write_json
 from utils.model_spec import ModelSpec
 from utils.optim import make_optimizer, make_scheduler, scaled_lr
+from utils.report import Report
 from utils.run_log import RunLog
 from utils.train_state import TrainState
 
@@ -149,6 +151,7 @@ class Trainer:
             (``best.pth`` is then simply the last epoch).
         test_samples: the test annotation's lines, scored once at the end (may be empty).
         class_weights: per-class loss weights (``--class-weights auto``), or ``None``.
+        plan: the run's plan as printed, for its report.
         state: where the run stands (a fresh one, or restored for ``--resume``).
         run_dir: the run folder (already claimed; only the main process writes to it).
         dist: this process's place in a ``torchrun`` job.
@@ -156,12 +159,14 @@ class Trainer:
 
     def __init__(self, cfg, spec: ModelSpec, model: torch.nn.Module, execution: Execution,
                  train_samples, val_batches, test_samples, state: TrainState, run_dir: Path,
-                 dist: Dist = Dist(), class_weights: torch.Tensor | None = None):
+                 dist: Dist = Dist(), class_weights: torch.Tensor | None = None,
+                 plan: str | None = None):
         self.cfg, self.spec, self.model, self.execution = cfg, spec, model, execution
         self.train_samples, self.val_batches = train_samples, val_batches
         self.test_samples, self.class_weights = test_samples, class_weights
         self.state, self.run_dir, self.dist = state, Path(run_dir), dist
         self.k = min(TOP_K, spec.num_classes)
+        self.plan = plan
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.phases = plan_phases(cfg)
         self.augment = BatchAugment(spec.input_shape, nets.is_small_input(spec.input_shape),
@@ -235,7 +240,7 @@ class Trainer:
             m.reset_running_stats()
             m.momentum = None  # a plain average over the batches seen
         seen = 0
-        for images, _ in run.batches:
+        for images, *_ in run.batches:
             images = images.to(self.execution.device, non_blocking=True)
             with self.execution.autocast():
                 self.model(self.execution.inputs(self.augment(images)))
@@ -332,12 +337,14 @@ class Trainer:
                                    train=False, device=self.execution.device,
                                    source=cfg.test_annotation, loading=self.loading,
                                    dist=self.dist)
+            # Per image only in one process: a shard's errors would be a partial story.
             test = evaluate(self.model, batches, self.execution, self.spec.num_classes,
-                            reduce=self.dist.all_reduce)
+                            reduce=self.dist.all_reduce, keep=not self.dist.enabled)
             results["test"] = {"annotation": cfg.test_annotation, **test.summary()}
         if not self.dist.is_main:
             return results
         write_json(self.run_dir / "results.json", results)
+        self._write_report(selected, test if self.test_samples else None)
         print(f"done in {seconds:.1f}s: best.pth is epoch {state.best_epoch}, {selected}")
         if results["test"] is None:
             print(f"no test set ({cfg.test_annotation} is empty): nothing to report beyond "
@@ -350,6 +357,21 @@ class Trainer:
                   f"{test[f'top{self.k}']:.4f}, mean recall {test['mean_recall']:.4f}; "
                   f"{self.run_dir / 'results.json'}")
         return results
+
+    def _write_report(self, selected: str, test: EvalResult | None) -> None:
+        """``report.html``: the plan and settings, the curves, the test figures and errors."""
+        page = Report(self.run_dir / "report.html", f"Training run {self.run_dir.name}",
+                      f"best.pth: epoch {self.state.best_epoch}, {selected}")
+        page.add_settings(to_dict(self.cfg), plan=self.plan)
+        page.add_images("Curves", [self.run_dir / "loss.png", self.run_dir / "accuracy.png"])
+        if test is not None:
+            classes = list(self.spec.classes)
+            analysis = analyse(test, self.test_samples, classes, self.spec.geometry,
+                               self.run_dir, model=self.model, execution=self.execution) \
+                if test.lines is not None else None
+            add_evaluation(page, test, classes, analysis, self.run_dir,
+                           heading=f"Test results ({self.cfg.test_annotation}, best.pth)")
+        page.write()
 
     def _best_weights(self) -> dict[str, torch.Tensor] | None:
         """The best epoch's weights: kept in memory, or (a resumed run) read from best.pth;
@@ -410,7 +432,7 @@ class Trainer:
                    disable=not self.dist.is_main, dynamic_ncols=True, leave=False)
         t0 = time.perf_counter()
         self.clock.start()
-        for step, (images, labels) in enumerate(bar, 1):
+        for step, (images, labels, _) in enumerate(bar, 1):
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             loss, logits = train_step(run.model, images, labels, self.augment, run.optimizer,
