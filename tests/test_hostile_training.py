@@ -147,7 +147,7 @@ def test_a_decode_cache_that_cannot_be_written_leaves_nothing_and_data_still_flo
     batches = data.make_batches(samples, data.Geometry((16, 16)), 4, train=False,
                                 device=torch.device("cpu"), source="red.txt",
                                 loading=data.Loading(cache_dir=project / "c"))
-    assert sum(len(labels) for _, labels in batches) == 10
+    assert sum(len(labels) for _, labels, _ in batches) == 10
     assert "decode cache not saved" in capsys.readouterr().err
     assert [p.name for p in (project / "c/decoded").iterdir()] == []
 
