@@ -11,6 +11,11 @@ Runtime for a checkpoint's cached export or an exported ``.onnx``).  Prints top-
     confusion_matrix.csv   counts, rows = true class, columns = predicted class
     confusion_matrix.png   the same as a heat map
     recall.png, precision.png   one bar per class
+    errors.csv             every misclassified image, worst (highest loss) first
+    top_losses.png         the worst of them, with a Grad-CAM map of the predicted class
+    report.html            all of it on one page that opens from disk
+
+``--tta flip`` averages each image's logits with its mirror image's.
 
 ``--one-by-one`` scores the same images one at a time (open, preprocess, forward), the
 loop batched evaluation replaces; it is there to measure the difference.
@@ -29,13 +34,16 @@ from tqdm import tqdm
 from utils.annotation import ANNOTATION_FILES, DEFAULT_CLASSES, read_annotation, read_classes
 from utils.classifier import Classifier
 from utils.cli import ArgumentParser, UserError, default_workers, run
+from utils.analysis import add_evaluation, analyse
 from utils.data import Loading, make_batches, one_by_one_batches
 from utils.evaluate import EvalResult, evaluate_logits
 from utils.execution import AMP_MODES
 from utils.fileio import output_target
 from utils.metrics import ClassReport, class_report
 from utils.model_args import add_model_arguments, load_from_args
-from utils.plots import plot_confusion, plot_per_class
+from utils.onnx_runtime import is_onnx_path
+from utils.plots import plot_per_class
+from utils.report import Report
 
 
 def parse_args(argv=None):
@@ -57,7 +65,7 @@ def parse_args(argv=None):
                         help="evaluate one image at a time (the slow baseline, for comparison)")
     add_model_arguments(parser)
     args = parser.parse_args(argv)
-    output_target(args.out, folder=True)
+    output_target(args.out, folder=True, protect=[args.model, args.annotation])
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     if args.workers < 0:
@@ -78,7 +86,7 @@ def summarize(classifier: Classifier, result: EvalResult, report: ClassReport) -
 
 def write_reports(out: Path, classes: list[str], result: EvalResult, report: ClassReport,
                   metrics: dict) -> None:
-    """``metrics.json``, the confusion matrix (CSV + PNG) and the per-class bar plots."""
+    """``metrics.json``, the confusion matrix as CSV and the per-class bar plots."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     with open(out / "confusion_matrix.csv", "w", newline="", encoding="utf-8") as f:
@@ -86,9 +94,33 @@ def write_reports(out: Path, classes: list[str], result: EvalResult, report: Cla
         writer.writerow(["true \\ predicted", *classes])
         for name, row in zip(classes, result.matrix.tolist()):
             writer.writerow([name, *row])
-    plot_confusion(result.matrix, classes, out / "confusion_matrix.png")
     plot_per_class(report.recall, classes, out / "recall.png", "recall")
     plot_per_class(report.precision, classes, out / "precision.png", "precision")
+
+
+def write_analysis(args, classifier: Classifier, result: EvalResult, samples, metrics: dict,
+                   out: Path):
+    """``errors.csv``, ``top_losses.png`` and ``report.html``; the Grad-CAM maps come from
+    the PyTorch network, also when ONNX Runtime computed the figures (an ``.onnx`` file has
+    none to give)."""
+    explainer = classifier.runtime
+    if explainer.name != "torch" and not is_onnx_path(classifier.info.get("path", "")):
+        explainer = load_from_args(args, runtime="torch", channels_last=args.channels_last,
+                                   amp=args.amp).runtime
+    cam = {"model": explainer.model, "execution": explainer.execution} \
+        if explainer.name == "torch" else {}
+    analysis = analyse(result, samples, classifier.classes, classifier.spec.geometry, out,
+                       **cam)
+    page = Report(out / "report.html", f"Evaluation of {classifier.info.get('path', 'model')}",
+                  f"{args.annotation}, {result.count} images")
+    page.add_settings({"model": metrics["model"], "runtime": metrics["runtime"],
+                       "annotation": metrics["annotation"], "tta": metrics["tta"],
+                       "seconds": round(metrics["seconds"], 2),
+                       "images per second": round(metrics["images_per_second"])},
+                      heading="Model and settings", plan=classifier.describe())
+    add_evaluation(page, result, classifier.classes, analysis, out, heading="Results")
+    page.write()
+    return analysis
 
 
 def main(argv=None) -> int:
@@ -114,7 +146,7 @@ def main(argv=None) -> int:
     prepared = time.perf_counter()
     result = evaluate_logits(classifier.logits, batches, num_classes, classifier.device,
                              progress=lambda b: tqdm(b, total=total, desc="evaluating",
-                                                     leave=False, disable=None))
+                                                     leave=False, disable=None), keep=True)
     finished = time.perf_counter()
     if not result.count:
         raise UserError(f"none of the images in {args.annotation} could be read")
@@ -123,15 +155,17 @@ def main(argv=None) -> int:
     metrics = summarize(classifier, result, report)
     seconds = finished - start
     metrics.update(model=classifier.info.get("path"), runtime=classifier.runtime.name,
-                   annotation=args.annotation, seconds=seconds,
+                   annotation=args.annotation, tta=classifier.tta, seconds=seconds,
                    images_per_second=result.count / seconds, one_by_one=args.one_by_one)
     out = Path(args.out)
     write_reports(out, classifier.classes, result, report, metrics)
+    analysis = write_analysis(args, classifier, result, samples, metrics, out)
 
     k = result.k
     print(f"model           {classifier.describe()}")
     if classifier.info.get("top1") is not None:
-        print(f"                (top-1 recorded at that epoch: {classifier.info['top1']:.2%})")
+        print(f"                ({classifier.info['scored_on']} top-1 recorded at that epoch: "
+              f"{classifier.info['top1']:.2%})")
     print(f"images          {result.count} from {args.annotation}")
     print(f"top-1           {result.top1:.2%}")
     print(f"top-{k}           {result.top5:.2%}")
@@ -143,7 +177,11 @@ def main(argv=None) -> int:
           f"({seconds:.1f}s: "
           f"{prepared - start:.1f}s preparing images, {finished - prepared:.1f}s evaluating"
           f"{', one image at a time' if args.one_by_one else ''})")
-    print(f"reports in      {out}/")
+    print(f"errors          {len(analysis.errors)} in {out / 'errors.csv'} (worst first)"
+          + (f"; most confused: {classifier.classes[analysis.confused[0].true]} -> "
+             f"{classifier.classes[analysis.confused[0].predicted]} "
+             f"({analysis.confused[0].count})" if analysis.confused else ""))
+    print(f"reports in      {out}/ (open {out / 'report.html'})")
     return 0
 
 

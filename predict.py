@@ -10,6 +10,14 @@ at an ``Image path:`` prompt until end of input, so paths can also be piped in::
     python predict.py --export-onnx model.onnx       # ONNX export, checked against PyTorch
     python predict.py --export-onnx int8.onnx --int8 # int8, calibrated on cls_train.txt
     python predict.py cat.jpg --model model.onnx     # ONNX Runtime, torch never imported
+    python predict.py photos/ --csv predictions.csv  # a row per image, written as it goes
+    python predict.py photos/ --sort-into sorted --min-confidence 0.8
+    python predict.py cat.jpg --cam maps             # where the evidence lies (Grad-CAM)
+
+``--sort-into DIR`` copies (never moves) each image into ``DIR/<predicted class>/``, or
+``DIR/_uncertain/`` under ``--min-confidence``; ``--cam DIR`` writes each image as the
+model saw it with a heat map of the predicted class's evidence over it.  No output ever
+replaces a file: a name taken gets ``-2``, ``-3``, ...
 
 A path that is missing or not an image is reported and skipped; the exit code is 2 only
 when no image at all could be classified.
@@ -20,11 +28,17 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
+
 from utils.annotation import ANNOTATION_FILES, DEFAULT_CLASSES, read_classes
-from utils.classifier import Classifier
+from utils.bulk import UNCERTAIN, CsvPredictions, sort_into, write_new
+from utils.classifier import Classifier, softmax
 from utils.cli import ArgumentParser, UserError, run, warn
+from utils.fileio import output_target
 from utils.image import is_image_file, load_or_warn
 from utils.model_args import add_model_arguments, load_from_args
 from utils.onnx_runtime import is_onnx_path
@@ -37,6 +51,17 @@ def parse_args(argv=None):
     parser.add_argument("--topk", type=int, default=5, help="classes shown per image")
     parser.add_argument("--json", action="store_true",
                         help="print a JSON list of {path, predictions: [{class, probability}]}")
+    parser.add_argument("--csv", metavar="FILE",
+                        help="also write the predictions as CSV (path, class_1, "
+                        "probability_1, ...), a row per image as it is classified")
+    parser.add_argument("--sort-into", metavar="DIR",
+                        help="copy (never move) each image into DIR/<predicted class>/")
+    parser.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
+                        help=f"--sort-into: images whose top probability is under P (0-1) go "
+                        f"to DIR/{UNCERTAIN}/ (default %(default)s)")
+    parser.add_argument("--cam", metavar="DIR",
+                        help="write each image's class-activation map (Grad-CAM of the "
+                        "predicted class) into DIR/ (checkpoints only)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     parser.add_argument("--export-onnx", metavar="OUT.onnx",
                         help="write the checkpoint as a self-describing ONNX model (dynamic "
@@ -56,7 +81,34 @@ def parse_args(argv=None):
         raise UserError("--topk must be at least 1")
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
+    if not 0.0 <= args.min_confidence <= 1.0:
+        raise UserError(f"--min-confidence is a probability between 0 and 1, not "
+                        f"{args.min_confidence:g}")
+    if args.min_confidence and not args.sort_into:
+        raise UserError("--min-confidence goes with --sort-into DIR")
+    if args.cam and args.model and is_onnx_path(args.model):
+        raise UserError(f"--cam needs the PyTorch network: {args.model} is an ONNX model; "
+                        "give its checkpoint (.pth)")
+    protect = [args.model, *args.paths]
+    if args.csv:
+        output_target(args.csv, folder=False, protect=protect)
+        if os.path.lexists(args.csv):
+            raise UserError(f"{args.csv} exists: choose another --csv file")
+    for flag, folder in (("--sort-into", args.sort_into), ("--cam", args.cam)):
+        if folder:
+            output_target(folder, folder=True, protect=protect)
+            for source in args.paths:
+                if os.path.isdir(source) and inside(folder, source):
+                    raise UserError(f"{flag} {folder} is inside {source}, which is being "
+                                    "classified: its outputs would be read as inputs; choose "
+                                    "a folder outside it")
     return args
+
+
+def inside(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
 
 
 def image_paths(source: str) -> Iterator[str]:
@@ -111,26 +163,47 @@ def batched(paths: Iterable[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
+@dataclass
+class Answer:
+    """One image's prediction: the top classes, and the pixels the model saw (with their
+    class-activation map when asked for)."""
+
+    path: str
+    top: list[tuple[str, float]]
+    pixels: np.ndarray  #: (3, H, W) uint8, the evaluation preprocessing's output
+    heatmap: np.ndarray | None = None  #: (H, W) in [0, 1]
+
+
 def classify(classifier: Classifier, sources: Iterable[str], topk: int, batch_size: int,
-             emit) -> tuple[int, int]:
-    """Classify every image the sources name, calling ``emit(path, top)`` for each.
+             cam: bool = False) -> Iterator[Answer]:
+    """The :class:`Answer` for every image the sources name, with its Grad-CAM map if
+    ``cam``.
 
     Each source is finished before the next is read, so answers appear as paths are typed.
-    Returns how many images were classified and how many sources were given.
     """
-    done = given = 0
-    for given, source in enumerate(sources, 1):
+    for source in sources:
         for paths in batched(image_paths(source), batch_size):
             loaded = [(path, load_or_warn(path)) for path in paths]
             readable = [path for path, image in loaded if image is not None]
-            images = [image for _, image in loaded if image is not None]
-            if not images:
+            if not readable:
                 continue
-            probabilities = classifier.predict(images, batch_size)
-            for path, top in zip(readable, classifier.topk(probabilities, topk)):
-                emit(path, top)
-            done += len(readable)
-    return done, given
+            pixels = classifier.preprocess([image for _, image in loaded if image is not None])
+            probabilities = softmax(classifier.array_logits(pixels))
+            maps = classifier.grad_cam(pixels, probabilities.argmax(1)) if cam \
+                else [None] * len(readable)
+            for path, top, image, heatmap in zip(readable, classifier.topk(probabilities, topk),
+                                                 pixels, maps):
+                yield Answer(path, top, image, heatmap)
+
+
+def save_cam(folder: str, answer: Answer) -> Path:
+    """``folder/<image name>_cam.png``: the image as the model saw it, its map over it."""
+    from utils.cam import overlay_image
+
+    picture = overlay_image(answer.pixels.transpose(1, 2, 0), answer.heatmap)
+    name = f"{Path(answer.path).stem}_cam.png"
+    return write_new(folder, name, lambda f: picture.save(f, format="PNG"),
+                     what=f"write the map of {answer.path}")
 
 
 def print_table(path: str, top: list[tuple[str, float]]) -> None:
@@ -175,8 +248,9 @@ def main(argv=None) -> int:
     if args.export_onnx and args.model and is_onnx_path(args.model):
         raise UserError(f"--export-onnx exports a checkpoint (.pth); {args.model} is an ONNX "
                         "model already")
-    # The export reads the network itself: PyTorch, whatever --runtime says.
-    classifier = load_from_args(args, runtime="torch" if args.export_onnx else None)
+    # The export and Grad-CAM read the network itself: PyTorch, whatever --runtime says.
+    classifier = load_from_args(args, runtime="torch" if args.export_onnx or args.cam
+                                else None)
     if args.classes:  # asked for: the model's names must be these (they name the output)
         classifier.label_map(read_classes(args.classes), args.classes)
     if args.export_onnx:
@@ -184,23 +258,73 @@ def main(argv=None) -> int:
                args.classes or DEFAULT_CLASSES)
         if not args.paths:
             return 0
-    results = []
-    if args.json:
-        def emit(path, top):
-            results.append({"path": path, "predictions": [
-                {"class": name, "probability": p} for name, p in top]})
-    else:
-        emit = print_table
-    sources = args.paths or prompted_paths()
-    done, given = classify(classifier, sources, args.topk, args.batch_size, emit)
+    given: list[str] = []
+
+    def sources():
+        for source in args.paths or prompted_paths():
+            given.append(source)
+            yield source
+
+    outputs = Outputs(args, len(classifier.classes))
+    try:
+        for answer in classify(classifier, sources(), args.topk, args.batch_size,
+                               cam=bool(args.cam)):
+            outputs.add(answer)
+    finally:
+        outputs.close()
     if not given:
         raise UserError("no image paths given: pass IMAGE... or DIR, or type paths at the prompt")
-    if not done:
+    if not outputs.done:
         raise UserError("no image could be classified (see the warnings above)")
-    if args.json:
-        print(json.dumps(results, indent=2))
+    outputs.finish()
     return 0
 
+
+class Outputs:
+    """Where each :class:`Answer` goes: printed (a table, or JSON at the end), and the
+    ``--csv`` file, ``--sort-into`` and ``--cam`` folders when asked for."""
+
+    def __init__(self, args, num_classes: int):
+        self.args = args
+        self.csv = CsvPredictions(args.csv, min(args.topk, num_classes)) if args.csv else None
+        self.json: list[dict] = []
+        self.sorted: dict[str, int] = {}
+        self.done = 0
+
+    def add(self, answer: Answer) -> None:
+        args = self.args
+        self.done += 1
+        if args.json:
+            self.json.append({"path": answer.path, "predictions": [
+                {"class": name, "probability": p} for name, p in answer.top]})
+        else:
+            print_table(answer.path, answer.top)
+        if self.csv:
+            self.csv.add(answer.path, answer.top)
+        if args.sort_into:
+            folder = sort_into(args.sort_into, answer.path, answer.top,
+                               args.min_confidence).parent.name
+            self.sorted[folder] = self.sorted.get(folder, 0) + 1
+        if args.cam:
+            save_cam(args.cam, answer)
+
+    def close(self) -> None:
+        if self.csv:
+            self.csv.close()
+
+    def finish(self) -> None:
+        """Print the JSON, and say on stderr what was written besides the predictions."""
+        args = self.args
+        if args.json:
+            print(json.dumps(self.json, indent=2))
+        if args.csv:
+            print(f"wrote {self.done} predictions to {args.csv}", file=sys.stderr)
+        if args.sort_into:
+            counts = ", ".join(f"{name} {n}" for name, n in sorted(self.sorted.items()))
+            print(f"copied {self.done} images into {args.sort_into}/ ({counts})",
+                  file=sys.stderr)
+        if args.cam:
+            print(f"wrote {self.done} class-activation maps into {args.cam}/", file=sys.stderr)
 
 if __name__ == "__main__":
     run(main)

@@ -63,7 +63,15 @@ class StubNet(torch.nn.Module):
         self.register_buffer("table", stub_logits(), persistent=False)
 
     def forward(self, x):
-        return self.table[x[:, 0, 0, 0].round().long()]
+        return self.forward_head(self.forward_features(x))
+
+    def forward_features(self, x):
+        return x
+
+    def forward_head(self, features):
+        # The zero term keeps the logits differentiable in the features (for Grad-CAM).
+        index = features[:, 0, 0, 0].round().long()
+        return self.table[index] + 0 * features.mean((1, 2, 3))[:, None]
 
 
 def stub_batches(batch_size: int):

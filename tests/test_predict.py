@@ -6,6 +6,7 @@ command line (exit codes, one-line errors, piped input) run the real script.
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import os
@@ -14,10 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 import nets
 import predict
-from tests.helpers import assert_clean_error, make_dataset, make_image, run_script
+from tests.helpers import assert_clean_error, make_dataset, make_image, run_script, snapshot
 from utils.annotation import write_classes
 from utils.checkpoint import save_checkpoint
 from utils.classifier import Classifier
@@ -220,3 +222,83 @@ def test_default_model_is_best_of_the_most_recent_run(tmp_path, monkeypatch):
         os.utime(Path("logs", name), (1e9 - i * 1000, 1e9 - i * 1000))
     Path("logs", "d_no_best").mkdir()  # a run that has not saved a best yet
     assert latest_checkpoint() == Path("logs", "b_newest", "best.pth")
+
+
+def test_sort_into_copies_each_image_into_its_predicted_class_and_never_overwrites(
+        in_project, tmp_path, capsys):
+    source = tmp_path / "incoming"
+    for cls in ("red", "blue"):
+        shutil.copytree(f"datasets/test/{cls}", source / cls)  # 6 images, two share names
+    before = snapshot(source)
+    predicted = {r["path"]: r["predictions"][0]["class"] for r in run_json(source)}
+    out = tmp_path / "sorted"
+    for run in (1, 2):
+        assert predict.main([str(source), "--sort-into", str(out)]) == 0
+    assert snapshot(source) == before  # copied, never moved or touched
+    class_of = {Path(path).read_bytes(): cls for path, cls in predicted.items()}
+    assert len(class_of) == 6  # six different images
+    copies = list(out.rglob("*.png"))
+    assert len(copies) == 12  # 6 images x 2 runs: the second run's copies got new names
+    assert all(class_of[copy.read_bytes()] == copy.parent.name for copy in copies)
+    contents = [copy.read_bytes() for copy in copies]
+    assert all(contents.count(image) == 2 for image in class_of)
+    assert "copied 6 images into" in capsys.readouterr().err
+
+
+def test_min_confidence_sends_uncertain_images_aside(in_project, tmp_path):
+    results = run_json("datasets/test")
+    threshold = sorted(r["predictions"][0]["probability"] for r in results)[4]
+    out = tmp_path / "sorted"
+    assert predict.main(["datasets/test", "--sort-into", str(out),
+                         "--min-confidence", str(threshold)]) == 0
+    assert len(list((out / "_uncertain").iterdir())) == 4  # the four least confident
+    assert sum(len(list(d.iterdir())) for d in out.iterdir()) == 9
+
+
+def test_csv_holds_the_printed_predictions_row_by_row(in_project, tmp_path):
+    results = run_json("datasets/test", "--topk", "2")
+    assert predict.main(["datasets/test", "--topk", "2", "--csv", str(tmp_path / "p.csv")]) == 0
+    with open(tmp_path / "p.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["path", "class_1", "probability_1", "class_2", "probability_2"]
+    assert [r[0] for r in rows[1:]] == [r["path"] for r in results]
+    for row, result in zip(rows[1:], results):
+        assert row[1::2] == [p["class"] for p in result["predictions"]]
+        assert [float(v) for v in row[2::2]] == pytest.approx(
+            [p["probability"] for p in result["predictions"]], abs=1e-6)
+
+
+def test_cam_writes_a_map_per_image_at_a_readable_size(in_project, tmp_path):
+    assert predict.main([image("red", 0), image("blue", 0), "datasets/test/green",
+                         "--cam", str(tmp_path / "maps")]) == 0
+    maps = sorted(p.name for p in (tmp_path / "maps").iterdir())
+    assert maps == ["000_cam-2.png", "000_cam-3.png", "000_cam.png", "001_cam.png",
+                    "002_cam.png"]  # three images named 000.png: none overwritten
+    with Image.open(tmp_path / "maps" / "000_cam.png") as png:
+        assert min(png.size) >= 224 and png.mode == "RGB"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--sort-into", "datasets/sorted"], "inside datasets/"),
+    (["--sort-into", "datasets/test/red/out"], "inside datasets/"),
+    (["--min-confidence", "1.5", "--sort-into", "s"], "between 0 and 1"),
+    (["--min-confidence", "0.5"], "goes with --sort-into"),
+    (["--cam", "maps", "--model", "model.onnx"], "ONNX model"),
+    (["--csv", "logs/run1/best.pth", "--model", "logs/run1/best.pth"], "input"),
+    (["--csv", "existing.csv"], "exists"),
+])
+def test_bulk_outputs_refuse_unsafe_targets(project, args, needle):
+    (project / "existing.csv").write_text("keep me\n")
+    (project / "model.onnx").write_bytes(b"")
+    before = snapshot(project)
+    result = run_script("predict.py", image("red", 0), *args, cwd=project)
+    assert_clean_error(result, needle)
+    assert snapshot(project) == before
+
+
+def test_an_output_folder_inside_the_folder_being_classified_is_refused(in_project, tmp_path):
+    photos = tmp_path / "photos"
+    shutil.copytree("datasets/test/red", photos)
+    with pytest.raises(UserError, match="inside"):
+        predict.main([str(photos), "--sort-into", str(photos / "sorted")])
+    assert not (photos / "sorted").exists()

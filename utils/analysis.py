@@ -57,7 +57,10 @@ def analyse(result: EvalResult, samples: Sequence[tuple[int, str]], classes: Seq
     images = [image for _, image in worst]
     maps = None
     if model is not None and images:
-        maps = list(grad_cam(model, execution.inputs(torch.stack(images)))[0].cpu())
+        # The class each error was reported as (with test-time augmentation it may not be
+        # the plain forward pass's argmax).
+        targets = torch.tensor([e.predicted for e, _ in worst], device=execution.device)
+        maps = list(grad_cam(model, execution.inputs(torch.stack(images)), targets)[0].cpu())
     shown = [e for e, _ in worst]
     write_top_losses(shown, classes, out / "top_losses.png", images=images, heatmaps=maps)
     return Analysis(errors, most_confused(result.matrix, limit=10), shown, images, maps)

@@ -3,7 +3,8 @@
 ``predict.py --csv out.csv`` writes one row per image as soon as it is classified;
 ``predict.py --sort-into DIR`` *copies* (never moves) each image into ``DIR/<predicted
 class>/``, and into ``DIR/_uncertain/`` when the top probability is under
-``--min-confidence``.  Nothing is ever overwritten: a name taken (by an earlier run, or by an
+``--min-confidence``; ``predict.py --cam DIR`` writes each image's class-activation map
+there (:func:`write_new`).  Nothing is ever overwritten: a name taken (by an earlier run, or by an
 image of the same name from another folder) gets ``name-2.jpg``, ``name-3.jpg``, ...
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import csv
 import os
 import shutil
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Callable, Sequence
 
 from utils.cli import UserError
 
@@ -47,20 +48,38 @@ def sort_into(folder: str | os.PathLike, image: str | os.PathLike,
     """Copy ``image`` into ``folder/<predicted class>/`` (or ``_uncertain/``); the copy's
     path, under a free name."""
     name, probability = top[0]
-    target = Path(folder) / (name if probability >= min_confidence else UNCERTAIN)
-    target.mkdir(parents=True, exist_ok=True)
     source = Path(image)
+
+    def copy(dst):
+        with open(source, "rb") as src:
+            shutil.copyfileobj(src, dst)
+
+    target = Path(folder) / (name if probability >= min_confidence else UNCERTAIN)
+    path = write_new(target, source.name, copy, what=f"copy {source}")
+    shutil.copystat(source, path)
+    return path
+
+
+def write_new(folder: str | os.PathLike, name: str, write: Callable[[BinaryIO], None], *,
+              what: str) -> Path:
+    """Create ``folder/name`` (or ``name-2``, ``name-3``, ... when taken) and fill it with
+    ``write(file)``; an existing file is never opened for writing, and a failed write leaves
+    no partial file.  ``what`` names the action in the error message."""
+    folder = Path(folder)
+    stem, suffix = os.path.splitext(name)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot {what} into {folder}/: {exc.strerror or exc}") from None
     for n in range(1, 10_000):
-        path = target / (source.name if n == 1 else f"{source.stem}-{n}{source.suffix}")
+        path = folder / (name if n == 1 else f"{stem}-{n}{suffix}")
         try:
-            with open(source, "rb") as src, open(path, "xb") as dst:  # x: never overwrite
-                shutil.copyfileobj(src, dst)
+            with open(path, "xb") as dst:  # x: never overwrite
+                write(dst)
         except FileExistsError:
             continue
         except OSError as exc:
-            path.unlink(missing_ok=True)  # no half copy left behind
-            raise UserError(f"cannot copy {source} into {target}/: "
-                            f"{exc.strerror or exc}") from None
-        shutil.copystat(source, path)
+            path.unlink(missing_ok=True)
+            raise UserError(f"cannot {what} into {folder}/: {exc.strerror or exc}") from None
         return path
-    raise UserError(f"no free name for {source.name} in {target}/")
+    raise UserError(f"no free name for {name} in {folder}/")

@@ -99,8 +99,8 @@ def overlay(image, heatmap, alpha: float = 0.55, colormap: str = "turbo") -> np.
     return np.round(rgb * (1 - weight) + colour * weight).astype(np.uint8)
 
 
-def save_overlay(path: str | os.PathLike, image, heatmap, min_side: int = 224) -> Path:
-    """Write :func:`overlay` as a PNG, enlarged so its shorter side is at least ``min_side``.
+def overlay_image(image, heatmap, min_side: int = 224) -> Image.Image:
+    """:func:`overlay` as a PIL image, enlarged so its shorter side is at least ``min_side``.
 
     Model inputs are often tiny (32x32): enlarging keeps the picture readable while the map
     is resampled smoothly from its own resolution.
@@ -109,7 +109,12 @@ def save_overlay(path: str | os.PathLike, image, heatmap, min_side: int = 224) -
     scale = max(1.0, min_side / min(rgb.size))
     if scale > 1:
         rgb = rgb.resize((round(rgb.width * scale), round(rgb.height * scale)), Image.BICUBIC)
+    return Image.fromarray(overlay(rgb, heatmap))
+
+
+def save_overlay(path: str | os.PathLike, image, heatmap, min_side: int = 224) -> Path:
+    """Write :func:`overlay_image` as a PNG at ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(overlay(rgb, heatmap)).save(path, format="PNG")
+    overlay_image(image, heatmap, min_side).save(path, format="PNG")
     return path

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     import torch
 
 RUNTIMES = ("auto", "torch", "onnxruntime")
+#: Test-time augmentation: ``flip`` averages the logits of each image and its mirror image.
+TTA_MODES = ("none", "flip")
 #: ``--runtime auto`` exports a checkpoint for ONNX Runtime (CPU) for this many images or
 #: more.  The export takes 10-30 s on the 2-core development CPU; ONNX Runtime then saves
 #: about 3 ms an image at 32x32 and 15 ms at 224x224 (see the README's performance section).
@@ -60,11 +62,17 @@ class Classifier:
         spec: what the model is (classes, input shape, normalisation, backbone, ...).
         runtime: computes logits (``runtime.name``: ``torch`` or ``onnxruntime``).
         info: where it came from (path, epoch, top-1 ...), for printing.
+        tta: test-time augmentation applied by :meth:`logits` and :meth:`predict`
+            (one of :data:`TTA_MODES`).
     """
 
-    def __init__(self, spec, runtime: Runtime, info: dict[str, Any] | None = None):
+    def __init__(self, spec, runtime: Runtime, info: dict[str, Any] | None = None,
+                 tta: str = "none"):
+        if tta not in TTA_MODES:
+            raise UserError(f"unknown --tta {tta!r} (choose from {', '.join(TTA_MODES)})")
         self.spec, self.runtime = spec, runtime
         self.info = dict(info or {})
+        self.tta = tta
 
     @property
     def classes(self) -> list[str]:
@@ -194,13 +202,39 @@ class Classifier:
 
     def logits(self, batch: "torch.Tensor") -> "torch.Tensor":
         """Float32 logits of a uint8 tensor batch, on :attr:`device` (for ``evaluate``)."""
-        return self.runtime.logits(batch)
+        logits = self.runtime.logits(batch)
+        if self.tta == "flip":
+            logits = (logits + self.runtime.logits(batch.flip(-1))) / 2
+        return logits
+
+    def array_logits(self, batch: np.ndarray) -> np.ndarray:
+        """:meth:`logits` of a numpy batch."""
+        logits = self.runtime.array_logits(batch)
+        if self.tta == "flip":
+            mirrored = np.ascontiguousarray(batch[..., ::-1])
+            logits = (logits + self.runtime.array_logits(mirrored)) / 2
+        return logits
 
     def predict(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
         """Class probabilities (N, num_classes), float32, computed ``batch_size`` at a time."""
-        out = [softmax(self.runtime.array_logits(self.preprocess(images[i:i + batch_size])))
+        out = [softmax(self.array_logits(self.preprocess(images[i:i + batch_size])))
                for i in range(0, len(images), batch_size)]
         return np.concatenate(out) if out else np.empty((0, len(self.classes)), np.float32)
+
+    def grad_cam(self, batch: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """Grad-CAM maps (N, H, W) in [0, 1] of ``classes`` (one id per image) for a uint8
+        (N, 3, H, W) batch; needs the PyTorch runtime (the network's feature map)."""
+        if self.runtime.name != "torch":
+            raise UserError("class-activation maps need the PyTorch network: give a "
+                            "checkpoint (.pth) with --runtime torch or auto")
+        import torch
+
+        from utils.cam import grad_cam
+
+        execution = self.runtime.execution
+        x = execution.inputs(torch.from_numpy(batch))
+        maps, _ = grad_cam(self.runtime.model, x, torch.from_numpy(classes).to(x.device))
+        return maps.cpu().numpy()
 
     def topk(self, probabilities: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
         """Per row, the ``k`` most probable ``(class name, probability)`` pairs, best first."""

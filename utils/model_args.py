@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from utils.annotation import DEFAULT_CLASSES
-from utils.classifier import RUNTIMES, Classifier
+from utils.classifier import RUNTIMES, TTA_MODES, Classifier
 from utils.cli import UserError
 
 
@@ -22,6 +22,9 @@ def add_model_arguments(parser) -> None:
                        "(CPU, through an export cached in .cache/onnx/); auto: onnxruntime "
                        "on a CPU when the export is cached or pays for itself, else torch. "
                        ".onnx models always run on onnxruntime")
+    group.add_argument("--tta", default="none", choices=TTA_MODES,
+                       help="test-time augmentation: flip averages the logits of each image "
+                       "and its mirror image (twice the compute; default %(default)s)")
     group.add_argument("--backbone", help="plain weights only: the network they belong to")
     group.add_argument("--input-shape", type=int, nargs=2, metavar=("H", "W"),
                        help="plain weights, or an .onnx model exported elsewhere: the input "
@@ -41,10 +44,12 @@ def load_from_args(args, amp: str = "auto", channels_last: bool = True,
     how many the caller will classify, if known (``--runtime auto`` weighs the export);
     ``runtime`` overrides ``--runtime``."""
     path = args.model or latest_checkpoint()
-    return Classifier.load(path, args.device, runtime=runtime or args.runtime, amp=amp,
-                           channels_last=channels_last, backbone=args.backbone,
-                           input_shape=args.input_shape, width_mult=args.width_mult,
-                           classes_file=args.classes, images=images)
+    classifier = Classifier.load(path, args.device, runtime=runtime or args.runtime, amp=amp,
+                                 channels_last=channels_last, backbone=args.backbone,
+                                 input_shape=args.input_shape, width_mult=args.width_mult,
+                                 classes_file=args.classes, images=images)
+    classifier.tta = args.tta
+    return classifier
 
 
 def latest_checkpoint(logs: str | os.PathLike = "logs") -> Path:

@@ -72,9 +72,11 @@ def export_onnx(spec: ModelSpec, model: torch.nn.Module, path: str | os.PathLike
 
 def source_of(checkpoint: str | os.PathLike, info: dict[str, Any]) -> dict[str, Any]:
     """The :data:`SOURCE_KEY` metadata of a model exported from ``checkpoint`` (``info``:
-    its ``epoch`` and validation ``top1``, as :class:`~utils.classifier.Classifier` keeps them)."""
+    its ``epoch`` and ``top1``, as :class:`~utils.classifier.Classifier` keeps them); a
+    first-version checkpoint's top-1 was measured on the test set and is left out."""
+    validated = info.get("scored_on", "validation") == "validation"
     return {"checkpoint": str(checkpoint), "epoch": info.get("epoch"),
-            "val_top1": info.get("top1")}
+            "val_top1": info.get("top1") if validated else None}
 
 
 def check_onnx(model: torch.nn.Module, path: str | os.PathLike, input_shape: tuple[int, int],

@@ -147,7 +147,8 @@ def load_onnx(path: str | os.PathLike, *, classes: Sequence[str] | None = None,
     if outputs is not None and outputs != spec.num_classes:
         raise UserError(f"{path}: the graph has {outputs} outputs for {spec.num_classes} "
                         "class names")
-    info = {"path": str(path), "epoch": source.get("epoch"), "top1": source.get("val_top1")}
+    info = {"path": str(path), "epoch": source.get("epoch"), "top1": source.get("val_top1"),
+            "scored_on": "validation"}
     return spec, OnnxRuntime(session, spec.mean, spec.std), info
 
 

@@ -64,7 +64,10 @@ def read_model(path: str | os.PathLike, *, backbone: str | None = None,
                                 f"{_as_listed(getattr(spec, key))}, not "
                                 f"{_as_listed(value)}: drop --{key.replace('_', '-')}, "
                                 "checkpoints describe their own network")
-        return spec, obj["model"], {"epoch": obj.get("epoch"), "top1": obj.get("top1")}
+        # Version 1 checkpoints recorded the test set's top-1, later ones validation's.
+        scored_on = "validation" if obj.get("version", 1) >= 2 else "test"
+        return spec, obj["model"], {"epoch": obj.get("epoch"), "top1": obj.get("top1"),
+                                    "scored_on": scored_on}
     if backbone is None or input_shape is None:
         raise UserError(f"{path}: not a checkpoint written by train.py; for plain "
                         "weights give --backbone, --input-shape H W and --classes FILE")
