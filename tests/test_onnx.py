@@ -187,12 +187,15 @@ def test_numpy_normalisation_equals_the_torch_one_to_the_bit():
 # ------------------------------------------------------------ --runtime and its cache
 def test_auto_runtime_is_onnxruntime_on_a_cpu_when_the_export_pays_off():
     cached, uncached = (lambda: True), (lambda: False)
-    assert choose_runtime("auto", "cpu", True, 10_000, uncached) == "onnxruntime"
-    assert choose_runtime("auto", "cpu", True, None, cached) == "onnxruntime"
-    assert choose_runtime("auto", "cpu", True, 12, uncached) == "torch"  # not worth exporting
-    assert choose_runtime("auto", "cuda", True, 10_000, cached) == "torch"
-    assert choose_runtime("auto", "cpu", False, 10_000, cached) == "torch"  # --amp bf16
-    assert choose_runtime("onnxruntime", "cpu", True, 1, uncached) == "onnxruntime"
+    small, photo = (32, 32), (224, 224)
+    assert choose_runtime("auto", "cpu", True, 10_000, small, uncached) == "onnxruntime"
+    assert choose_runtime("auto", "cpu", True, 2_000, small, uncached) == "torch"
+    assert choose_runtime("auto", "cpu", True, 1_000, photo, uncached) == "onnxruntime"
+    assert choose_runtime("auto", "cpu", True, None, small, cached) == "onnxruntime"
+    assert choose_runtime("auto", "cpu", True, 12, photo, uncached) == "torch"
+    assert choose_runtime("auto", "cuda", True, 10_000, small, cached) == "torch"
+    assert choose_runtime("auto", "cpu", False, 10_000, small, cached) == "torch"  # bf16
+    assert choose_runtime("onnxruntime", "cpu", True, 1, small, uncached) == "onnxruntime"
 
 
 def test_the_cached_export_is_reused_until_the_checkpoint_changes(trained, tmp_path,

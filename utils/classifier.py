@@ -36,10 +36,12 @@ if TYPE_CHECKING:
 RUNTIMES = ("auto", "torch", "onnxruntime")
 #: Test-time augmentation: ``flip`` averages the logits of each image and its mirror image.
 TTA_MODES = ("none", "flip")
-#: ``--runtime auto`` exports a checkpoint for ONNX Runtime (CPU) for this many images or
-#: more.  The export takes 10-30 s on the 2-core development CPU; ONNX Runtime then saves
-#: about 3 ms an image at 32x32 and 15 ms at 224x224 (see the README's performance section).
-EXPORT_PAYS_OFF = 1000
+#: ``--runtime auto`` weighs a checkpoint's export for ONNX Runtime against what it saves,
+#: as measured on the 2-core development CPU (MobileNetV2): the export takes about 10 s;
+#: ONNX Runtime then saves about 1 ms an image at 32x32 and 15 ms at 224x224, which
+#: ``EXPORT_SAVES_MS * (pixels / 1024) ** 0.7`` follows.
+EXPORT_SECONDS = 10.0
+EXPORT_SAVES_MS = 1.0
 
 
 class Runtime(Protocol):
@@ -146,7 +148,7 @@ class Classifier:
         device = resolve_device("cpu" if runtime == "onnxruntime" and device == "auto"
                                 else device)
         full_precision = amp_dtype(amp, device) is None
-        chosen = choose_runtime(runtime, device.type, full_precision, images,
+        chosen = choose_runtime(runtime, device.type, full_precision, images, spec.input_shape,
                                 lambda: cache_file(path, spec, cache_dir).is_file())
         if chosen == "onnxruntime":
             if device.type != "cpu" or not full_precision:
@@ -245,20 +247,21 @@ class Classifier:
 
 
 def choose_runtime(requested: str, device_type: str, full_precision: bool,
-                   images: int | None, export_cached) -> str:
+                   images: int | None, input_shape: tuple[int, int], export_cached) -> str:
     """The runtime ``--runtime requested`` means for a checkpoint.
 
-    ``auto``: ONNX Runtime on a CPU in full precision (it measured 3-4x PyTorch eager
-    there) when the export pays for itself: it is cached already (``export_cached()``),
-    or at least :data:`EXPORT_PAYS_OFF` images are to be classified.  PyTorch otherwise,
-    and always on a GPU.
+    ``auto``: ONNX Runtime on a CPU in full precision (it measured 2-4x PyTorch eager
+    there) when the export pays for itself: it is cached already (``export_cached()``), or
+    the ``images`` to classify at ``input_shape`` save more time than the export takes
+    (:data:`EXPORT_SECONDS`).  PyTorch otherwise, and always on a GPU.
     """
     if requested != "auto":
         return requested
-    if device_type == "cpu" and full_precision and (
-            (images is not None and images >= EXPORT_PAYS_OFF) or export_cached()):
-        return "onnxruntime"
-    return "torch"
+    if device_type != "cpu" or not full_precision:
+        return "torch"
+    h, w = input_shape
+    saved = (images or 0) * EXPORT_SAVES_MS / 1000 * (h * w / 1024) ** 0.7
+    return "onnxruntime" if saved >= EXPORT_SECONDS or export_cached() else "torch"
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
