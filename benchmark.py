@@ -13,6 +13,7 @@ synchronised before each clock read.  Needs annotation files (``txt_annotation.p
 from __future__ import annotations
 
 import argparse
+import math
 import resource
 import shlex
 import statistics
@@ -89,7 +90,7 @@ def parse_args(argv):
     p.add_argument("--model", help="a checkpoint whose network and weights to measure "
                    "(default: a new --backbone network); the eval stage then reports top-1 too")
     args = p.parse_args(argv)
-    if args.time_to_accuracy and not all(b > 0 for b in args.time_to_accuracy):
+    if args.time_to_accuracy and not all(0 < b < math.inf for b in args.time_to_accuracy):
         p.error("--time-to-accuracy budgets must be positive numbers of seconds")
     return args
 

@@ -222,3 +222,10 @@ def test_a_given_learning_rate_keeps_the_optimizer_it_was_meant_for():
     assert (cfg.optimizer, cfg.lr, cfg.weight_decay) == ("sgd", 0.2, 5e-4)
     cfg = choose(CIFAR, CPU, "--optimizer", "adamw").cfg
     assert (cfg.lr, cfg.weight_decay) == (0.02, 0.05)
+
+
+@pytest.mark.parametrize("budget", ["0", "-5", "abc", "nan", "inf"])
+def test_time_to_accuracy_budgets_must_be_positive_seconds(budget, tmp_path):
+    result = run_script("benchmark.py", "--time-to-accuracy", "80", budget, cwd=tmp_path)
+    assert_clean_error(result, "time-to-accuracy")
+    assert list(tmp_path.iterdir()) == []  # nothing trained, nothing written

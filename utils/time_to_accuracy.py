@@ -40,10 +40,10 @@ def _run(args: list[str], cwd: Path) -> tuple[float, float, str]:
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, *args], cwd=cwd, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
+    stderr = proc.stderr.read()  # read as it comes: a full pipe would stall the run
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
-    stderr = proc.stderr.read()
     if proc.returncode != 0:
         raise UserError(f"{args[0]} failed: {stderr.strip().splitlines()[-1:]}")
     return seconds, usage.ru_maxrss / 1024, stderr
