@@ -19,7 +19,7 @@ from torch import nn
 
 import nets
 from utils.cli import UserError, user_errors
-from utils.preprocess import Geometry
+from utils.preprocess import InputDescription
 
 
 def arch(default, help: str, kind: type | None = None):
@@ -33,7 +33,7 @@ def arch(default, help: str, kind: type | None = None):
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(InputDescription):
     """A network and how its inputs are prepared: enough to rebuild and use it.
 
     Attributes:
@@ -68,15 +68,6 @@ class ModelSpec:
         crop = 1.0 if nets.is_small_input(shape) else cfg.crop_fraction
         return cls(backbone, tuple(classes), shape, tuple(cfg.mean), tuple(cfg.std), crop,
                    **arch_args)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def geometry(self) -> Geometry:
-        """Where the model's input pixels come from (input size and evaluation crop)."""
-        return Geometry(self.input_shape, self.crop_fraction)
 
     def arch_args(self) -> dict[str, Any]:
         """The architecture arguments that differ from their defaults, for ``get_model``."""

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from utils.cli import UserError
-from utils.preprocess import Geometry, normalize_array
+from utils.preprocess import InputDescription, normalize_array
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -38,7 +38,7 @@ INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
 @dataclass(frozen=True)
-class OnnxSpec:
+class OnnxSpec(InputDescription):
     """The part of a :class:`~utils.model_spec.ModelSpec` that inference uses (same names).
 
     Attributes:
@@ -55,14 +55,6 @@ class OnnxSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     crop_fraction: float = 1.0
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def geometry(self) -> Geometry:
-        return Geometry(self.input_shape, self.crop_fraction)
 
 
 class OnnxRuntime:

@@ -46,6 +46,25 @@ class Geometry:
         return round(h / self.crop_fraction), round(w / self.crop_fraction)
 
 
+class InputDescription:
+    """What every model description offers inference (:class:`~utils.model_spec.ModelSpec`,
+    and :class:`~utils.onnx_runtime.OnnxSpec` without torch): from its ``classes``,
+    ``input_shape`` and ``crop_fraction``, the class count and the :class:`Geometry`."""
+
+    classes: tuple[str, ...]
+    input_shape: tuple[int, int]
+    crop_fraction: float
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def geometry(self) -> Geometry:
+        """Where the model's input pixels come from (input size and evaluation crop)."""
+        return Geometry(self.input_shape, self.crop_fraction)
+
+
 #: :func:`resize_cover` resizes a whole image only while the result is at most this many
 #: times the output (a 4:1 panorama); beyond, only the kept box is resampled.
 _WHOLE_RESIZE_MAX = 4
