@@ -99,7 +99,8 @@ def test_the_plan_says_what_was_chosen_and_why(photos, tmp_path):
     assert "  batch_size         8            auto: sized to the 44 training " \
            "images" in out
     assert "schedule  1 epoch(s) of 6 steps (batch 8)" in out
-    assert "for the 1 epoch(s) of this run, from the first steps" in out
+    assert "more for this run's 1 epoch(s), from its first steps" in out
+    assert "report: logs/plan/report.html (open it in a browser" in out
     # Offline, the ImageNet weights the recipe wanted are missing: one warning, then scratch.
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "no ImageNet weights for mobilenetv2" in warnings[0]
@@ -229,3 +230,17 @@ def test_time_to_accuracy_budgets_must_be_positive_seconds(budget, tmp_path):
     result = run_script("benchmark.py", "--time-to-accuracy", "80", budget, cwd=tmp_path)
     assert_clean_error(result, "time-to-accuracy")
     assert list(tmp_path.iterdir()) == []  # nothing trained, nothing written
+
+
+def test_the_announced_duration_leaves_out_the_slow_first_step(monkeypatch):
+    from utils import trainer
+
+    now = [0.0]
+    monkeypatch.setattr(trainer.time, "perf_counter", lambda: now[0])
+    clock = trainer._Clock(epochs=10)
+    now[0] = 5.0  # set-up and a slow first step (1 of 10 in the epoch)
+    clock.start(0.1)
+    assert not clock.announce(0.1)
+    now[0] = 6.0  # the other 9 steps of the first epoch in 1 s
+    assert clock.announce(1.0) and not clock.announce(1.0)  # said once, at the epoch's end
+    assert clock.eta(1.0) == pytest.approx(10.0)  # 9 epochs at 0.9 epoch/s, not 9 x 6 s

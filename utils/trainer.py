@@ -356,6 +356,8 @@ class Trainer:
                   f"best.pth): top-1 {test['top1']:.4f}, top-{self.k} "
                   f"{test[f'top{self.k}']:.4f}, mean recall {test['mean_recall']:.4f}; "
                   f"{self.run_dir / 'results.json'}")
+        print(f"report: {self.run_dir / 'report.html'} (open it in a browser: curves, "
+              "confusion matrix, the worst errors and where the model looked)")
         return results
 
     def _write_report(self, selected: str, test: EvalResult | None) -> None:
@@ -431,7 +433,6 @@ class Trainer:
         bar = tqdm(run.batches, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}{phase}",
                    disable=not self.dist.is_main, dynamic_ncols=True, leave=False)
         t0 = time.perf_counter()
-        self.clock.start()
         for step, (images, labels, _) in enumerate(bar, 1):
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
@@ -442,7 +443,8 @@ class Trainer:
             count += len(labels)
             sums += torch.stack([loss.detach().double() * len(labels),
                                  (logits.argmax(1) == labels).sum().double()])
-            if epoch == self.first_epoch and step == min(3, steps) and self.dist.is_main:
+            self.clock.start(step / steps)
+            if self.clock.announce(step / steps) and self.dist.is_main:
                 self._print_eta(self.clock.eta(step / steps))
             if step % LOG_EVERY == 0 or step == steps:
                 loss_sum, correct = sums.tolist()  # the only host sync
@@ -462,10 +464,9 @@ class Trainer:
                 "img_per_s": count / elapsed}
 
     def _print_eta(self, seconds: float) -> None:
-        """The whole run's duration, from its first steps; a warning when it takes hours."""
-        epochs = self.cfg.epochs - self.first_epoch
-        tqdm.write(f"about {_duration(seconds)} for the {epochs} epoch(s) of this run, from "
-                   "the first steps (the bar's run_eta keeps it current)")
+        """The time the run still needs, from its first steps; a warning when it takes hours."""
+        tqdm.write(f"about {_duration(seconds)} more for this run's {self.cfg.epochs} epoch(s), "
+                   "from its first steps (the bar's run_eta keeps it current)")
         if seconds > 3600 and self.execution.device.type == "cpu":
             warn(f"this run will take about {_duration(seconds)} on this CPU: fewer --epochs, "
                  "a smaller --input-shape or --patience shortens it")
@@ -494,22 +495,40 @@ class Trainer:
 class _Clock:
     """The time left in a run, from the share of its epochs done (evaluation included)."""
 
-    def __init__(self, epochs: int):
-        self.epochs, self.done, self.started = max(epochs, 1), 0, None
+    #: The run's duration is printed once the first epoch ends or this many seconds of it
+    #: have passed, whichever comes first.
+    ANNOUNCE_AFTER = 15.0
 
-    def start(self) -> None:
-        """Start at the first training step: set-up (the decode cache) does not repeat."""
+    def __init__(self, epochs: int):
+        self.epochs, self.done = max(epochs, 1), 0
+        self.started, self.offset, self.announced = None, 0.0, False
+
+    def start(self, epoch_fraction: float) -> None:
+        """Start once the run's first step is done: set-up (the decode cache) and the first
+        steps' allocations do not repeat, and timing them made a 2-minute run announce 7."""
         if self.started is None:
-            self.started = time.perf_counter()
+            self.started, self.offset = time.perf_counter(), self.done + epoch_fraction
 
     def epoch_done(self) -> None:
         self.done += 1
 
     def eta(self, epoch_fraction: float) -> float:
         """Seconds left, when the current epoch is ``epoch_fraction`` done."""
+        if self.started is None:
+            return 0.0
         elapsed = time.perf_counter() - self.started
-        progress = (self.done + epoch_fraction) / self.epochs
-        return elapsed / progress - elapsed if progress > 0 else 0.0
+        progress = self.done + epoch_fraction - self.offset
+        return elapsed / progress * (self.epochs - self.done - epoch_fraction) \
+            if progress > 0 else 0.0
+
+    def announce(self, epoch_fraction: float) -> bool:
+        """Whether to print the run's duration now (once per run)."""
+        position = self.done + epoch_fraction
+        if self.announced or self.started is None or position <= self.offset:
+            return False
+        self.announced = position >= 1.0 or \
+            time.perf_counter() - self.started >= self.ANNOUNCE_AFTER
+        return self.announced
 
 
 def _duration(seconds: float) -> str:
