@@ -195,3 +195,29 @@ def test_the_same_names_in_another_order_are_matched_by_name(trained_project, tm
         scores.append((metrics["top1"], round(metrics["loss"], 5),
                        {c["class"]: c["recall"] for c in metrics["per_class"]}))
     assert scores[0] == scores[1]
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "mobilenetv1", "resnet18"])
+def test_inference_on_a_cpu_folds_batchnorm_without_changing_the_logits(name):
+    from utils.execution import fold_batchnorm
+
+    torch.manual_seed(0)
+    model = nets.get_model(name, 5, input_shape=(32, 32),
+                           **({"width_mult": 0.25} if name.startswith("mobilenet") else {}))
+    for module in model.modules():  # statistics a trained network would have
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+    model.train()
+    x = torch.randn(4, 3, 32, 32)
+    folded = fold_batchnorm(model)
+    assert model.training  # the original is left as it was, BatchNorms and all
+    with torch.no_grad():
+        expected = model.eval()(x)
+        assert torch.allclose(folded(x), expected, atol=1e-4, rtol=1e-4)
+    remaining = sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    if name.startswith("mobilenet"):
+        assert remaining == 0
+    else:  # a ResNet block names its layers (conv1, bn1): those stay unfolded
+        assert 0 < remaining < sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())

@@ -61,12 +61,14 @@ class EvalResult:
 
 def evaluate(model: torch.nn.Module, batches, execution: Execution, num_classes: int, *,
              reduce=None, progress=None, keep: bool = False) -> EvalResult:
-    """:func:`evaluate_logits` of a torch ``model`` computed with ``execution`` (in eval mode
-    for the duration; training's per-epoch and final scoring)."""
+    """:func:`evaluate_logits` of a torch ``model`` computed with ``execution`` (the network
+    :meth:`~utils.execution.Execution.for_inference` gives, ``model`` in eval mode for the
+    duration; training's per-epoch and final scoring)."""
     was_training = model.training
     model.eval()
     try:
-        return evaluate_logits(partial(execution.logits, model), batches, num_classes,
+        network = execution.for_inference(model)
+        return evaluate_logits(partial(execution.logits, network), batches, num_classes,
                                execution.device, reduce=reduce, progress=progress, keep=keep)
     finally:
         model.train(was_training)

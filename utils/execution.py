@@ -7,6 +7,7 @@ is also used that way).
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +66,18 @@ class Execution:
         """``model`` moved to the device, in the memory format its inputs will have."""
         return model.to(self.device, memory_format=self.memory_format)
 
+    def for_inference(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The network inference runs: on a CPU, a copy of ``model`` (in eval mode) with
+        every BatchNorm folded into the convolution before it (:func:`fold_batchnorm`).
+
+        BatchNorm took 0.9 s of a 2.4 s evaluation of 2,000 CIFAR images on the 2-core
+        CPU, as much as the convolutions.  Training's validation and test, ``eval.py`` and
+        ``predict.py`` all evaluate through here, so their figures stay identical.
+        """
+        if self.device.type != "cpu":
+            return model
+        return self.prepare(fold_batchnorm(model))
+
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
         """A uint8 image batch as the model's input: on the device, normalised, laid out."""
         images = images.to(self.device, non_blocking=True)
@@ -89,3 +102,25 @@ class Execution:
             passes = x.split(max(1, min(CPU_PASS_IMAGES, per_pass)))
         with self.autocast():
             return torch.cat([model(part) for part in passes]).float()
+
+
+def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` in eval mode in which each ``Conv2d`` directly followed by a
+    ``BatchNorm2d`` in a ``Sequential`` absorbs it (the BatchNorm becomes ``Identity``).
+
+    The logits are those of ``model`` in eval mode up to float rounding; layers outside
+    that pattern (a ResNet block's named ``conv1``/``bn1``) are left as they are.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(model).eval()
+    for module in list(folded.modules()):
+        if not isinstance(module, torch.nn.Sequential):
+            continue
+        names = list(module._modules)
+        for first, second in zip(names, names[1:]):
+            conv, bn = module._modules[first], module._modules[second]
+            if isinstance(conv, torch.nn.Conv2d) and type(bn) is torch.nn.BatchNorm2d:
+                module._modules[first] = fuse_conv_bn_eval(conv, bn)
+                module._modules[second] = torch.nn.Identity()
+    return folded

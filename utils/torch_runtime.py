@@ -26,7 +26,7 @@ class TorchRuntime:
 
     def __init__(self, model: torch.nn.Module, execution: Execution):
         self.execution = execution
-        self.model = execution.prepare(model).eval()
+        self.model = execution.for_inference(execution.prepare(model).eval())
 
     @property
     def device(self) -> str:
