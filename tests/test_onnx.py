@@ -188,9 +188,9 @@ def test_numpy_normalisation_equals_the_torch_one_to_the_bit():
 def test_auto_runtime_is_onnxruntime_on_a_cpu_when_the_export_pays_off():
     cached, uncached = (lambda: True), (lambda: False)
     small, photo = (32, 32), (224, 224)
-    assert choose_runtime("auto", "cpu", True, 10_000, small, uncached) == "onnxruntime"
-    assert choose_runtime("auto", "cpu", True, 2_000, small, uncached) == "torch"
-    assert choose_runtime("auto", "cpu", True, 1_000, photo, uncached) == "onnxruntime"
+    assert choose_runtime("auto", "cpu", True, 10_000, photo, uncached) == "onnxruntime"
+    assert choose_runtime("auto", "cpu", True, 10_000, small, uncached) == "torch"
+    assert choose_runtime("auto", "cpu", True, 2_000, photo, uncached) == "torch"
     assert choose_runtime("auto", "cpu", True, None, small, cached) == "onnxruntime"
     assert choose_runtime("auto", "cpu", True, 12, photo, uncached) == "torch"
     assert choose_runtime("auto", "cuda", True, 10_000, small, cached) == "torch"
