@@ -36,9 +36,9 @@ import numpy as np
 
 from utils.annotation import ANNOTATION_FILES, DEFAULT_CLASSES, read_classes
 from utils.bulk import UNCERTAIN, CsvPredictions, sort_into, write_new
-from utils.classifier import Classifier, softmax
+from utils.classifier import Classifier
 from utils.cli import ArgumentParser, UserError, run, warn
-from utils.fileio import output_target
+from utils.fileio import output_target, within
 from utils.image import is_image_file, load_or_warn
 from utils.model_args import add_model_arguments, load_from_args
 from utils.onnx_runtime import is_onnx_path
@@ -86,6 +86,9 @@ def parse_args(argv=None):
                         f"{args.min_confidence:g}")
     if args.min_confidence and not args.sort_into:
         raise UserError("--min-confidence goes with --sort-into DIR")
+    if args.export_onnx and args.model and is_onnx_path(args.model):
+        raise UserError(f"--export-onnx exports a checkpoint (.pth); {args.model} is an ONNX "
+                        "model already")
     if args.cam and args.model and is_onnx_path(args.model):
         raise UserError(f"--cam needs the PyTorch network: {args.model} is an ONNX model; "
                         "give its checkpoint (.pth)")
@@ -98,17 +101,11 @@ def parse_args(argv=None):
         if folder:
             output_target(folder, folder=True, protect=protect)
             for source in args.paths:
-                if os.path.isdir(source) and inside(folder, source):
+                if os.path.isdir(source) and within(folder, source):
                     raise UserError(f"{flag} {folder} is inside {source}, which is being "
                                     "classified: its outputs would be read as inputs; choose "
                                     "a folder outside it")
     return args
-
-
-def inside(path: str, folder: str) -> bool:
-    """Whether ``path`` is ``folder`` or lies under it."""
-    path, folder = Path(path).resolve(), Path(folder).resolve()
-    return path == folder or folder in path.parents
 
 
 def image_paths(source: str) -> Iterator[str]:
@@ -188,7 +185,7 @@ def classify(classifier: Classifier, sources: Iterable[str], topk: int, batch_si
             if not readable:
                 continue
             pixels = classifier.preprocess([image for _, image in loaded if image is not None])
-            probabilities = softmax(classifier.array_logits(pixels))
+            probabilities = classifier.probabilities(pixels)
             maps = classifier.grad_cam(pixels, probabilities.argmax(1)) if cam \
                 else [None] * len(readable)
             for path, top, image, heatmap in zip(readable, classifier.topk(probabilities, topk),
@@ -245,9 +242,6 @@ def export(classifier: Classifier, path: str, int8: bool, force: bool,
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.export_onnx and args.model and is_onnx_path(args.model):
-        raise UserError(f"--export-onnx exports a checkpoint (.pth); {args.model} is an ONNX "
-                        "model already")
     # The export and Grad-CAM read the network itself: PyTorch, whatever --runtime says.
     classifier = load_from_args(args, runtime="torch" if args.export_onnx or args.cam
                                 else None)

@@ -64,17 +64,14 @@ class Classifier:
         spec: what the model is (classes, input shape, normalisation, backbone, ...).
         runtime: computes logits (``runtime.name``: ``torch`` or ``onnxruntime``).
         info: where it came from (path, epoch, top-1 ...), for printing.
-        tta: test-time augmentation applied by :meth:`logits` and :meth:`predict`
-            (one of :data:`TTA_MODES`).
+        tta: test-time augmentation applied by :meth:`logits` and :meth:`probabilities`
+            (one of :data:`TTA_MODES`; ``--tta`` sets it).
     """
 
-    def __init__(self, spec, runtime: Runtime, info: dict[str, Any] | None = None,
-                 tta: str = "none"):
-        if tta not in TTA_MODES:
-            raise UserError(f"unknown --tta {tta!r} (choose from {', '.join(TTA_MODES)})")
+    def __init__(self, spec, runtime: Runtime, info: dict[str, Any] | None = None):
         self.spec, self.runtime = spec, runtime
         self.info = dict(info or {})
-        self.tta = tta
+        self.tta = "none"
 
     @property
     def classes(self) -> list[str]:
@@ -217,9 +214,13 @@ class Classifier:
             logits = (logits + self.runtime.array_logits(mirrored)) / 2
         return logits
 
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, num_classes) of a uint8 (N, 3, H, W) batch."""
+        return softmax(self.array_logits(batch))
+
     def predict(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
         """Class probabilities (N, num_classes), float32, computed ``batch_size`` at a time."""
-        out = [softmax(self.array_logits(self.preprocess(images[i:i + batch_size])))
+        out = [self.probabilities(self.preprocess(images[i:i + batch_size]))
                for i in range(0, len(images), batch_size)]
         return np.concatenate(out) if out else np.empty((0, len(self.classes)), np.float32)
 

@@ -48,8 +48,7 @@ def output_target(path: str | os.PathLike, *, folder: bool, protect=(),
     """
     path = Path(path)
     resolved = path.resolve()
-    data = Path(datasets).resolve()
-    if resolved == data or data in resolved.parents:
+    if within(path, datasets):
         raise UserError(f"{path}: outputs never go inside {datasets}/, where they would be "
                         "taken for images: choose another folder")
     for source in protect:
@@ -61,3 +60,9 @@ def output_target(path: str | os.PathLike, *, folder: bool, protect=(),
     if not folder and path.is_dir():
         raise UserError(f"{path} is a folder: give a file name")
     return path
+
+
+def within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (links and ``..`` resolved)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
