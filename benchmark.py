@@ -26,23 +26,24 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 import nets
-from utils import preprocess, time_to_accuracy
-from utils.bench_data import cifar_subset, photo_set
-from utils.annotation import ANNOTATION_FILES, DEFAULT_CLASSES, read_annotation, read_classes
-from utils.augment import BatchAugment
+from utils.data import preprocess
+from utils.benchmarks import time_to_accuracy
+from utils.benchmarks.datasets import cifar_subset, photo_set
+from utils.data.annotation import ANNOTATION_FILES, DEFAULT_CLASSES, read_annotation, read_classes
+from utils.data.augment import BatchAugment
 from utils.cli import ArgumentParser, UserError, default_workers, run
-from utils.data import Loading, check_batch_size, make_batches, one_by_one_batches
+from utils.data.batches import Loading, check_batch_size, make_batches, one_by_one_batches
 from utils.distributed import resolve_device
-from utils.checkpoint import build_model
-from utils.evaluate import evaluate, evaluate_logits
-from utils.execution import AMP_MODES, Execution
-from utils.image import load_image
-from utils.model_spec import ModelSpec
-from utils.onnx_export import export_checked
-from utils.onnx_runtime import OnnxRuntime, open_session
-from utils.torch_runtime import TorchRuntime, read_model
-from utils.optim import make_optimizer
-from utils.trainer import train_step
+from utils.model.checkpoint import build_model
+from utils.evaluation.scoring import evaluate, evaluate_logits
+from utils.model.execution import AMP_MODES, Execution
+from utils.data.image import load_image
+from utils.model.spec import ModelSpec
+from utils.inference.onnx_export import export_checked
+from utils.inference.onnx_runtime import OnnxRuntime, open_session
+from utils.inference.torch_runtime import TorchRuntime, read_model
+from utils.train.optim import make_optimizer
+from utils.train.loop import train_step
 
 #: What computes the eval stage's logits: torch eager, ONNX Runtime float32, ONNX Runtime int8.
 RUNTIMES = ("torch", "onnxruntime", "onnxruntime-int8")
@@ -261,7 +262,7 @@ def make_runtime(name: str, args, ctx, folder: Path):
     if not path.exists():
         export_checked(spec, model, path)
     if name == "onnxruntime-int8":
-        from utils.onnx_quantize import (CALIBRATION_IMAGES, calibration_arrays, quantize,
+        from utils.inference.onnx_quantize import (CALIBRATION_IMAGES, calibration_arrays, quantize,
                                          sample_images)
 
         calibration = sample_images(ctx["samples"](args.data), CALIBRATION_IMAGES)

@@ -31,19 +31,19 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from utils.annotation import ANNOTATION_FILES, DEFAULT_CLASSES, read_annotation, read_classes
-from utils.classifier import Classifier
+from utils.data.annotation import ANNOTATION_FILES, DEFAULT_CLASSES, read_annotation, read_classes
+from utils.inference.classifier import Classifier
 from utils.cli import ArgumentParser, UserError, default_workers, run
-from utils.analysis import add_evaluation, analyse
-from utils.data import Loading, make_batches, one_by_one_batches
-from utils.evaluate import EvalResult, evaluate_logits
-from utils.execution import AMP_MODES
+from utils.evaluation.analysis import add_evaluation, analyse
+from utils.data.batches import Loading, make_batches, one_by_one_batches
+from utils.evaluation.scoring import EvalResult, evaluate_logits
+from utils.model.execution import AMP_MODES
 from utils.fileio import output_target
-from utils.metrics import ClassReport, class_report
-from utils.model_args import add_model_arguments, load_from_args
-from utils.onnx_runtime import is_onnx_path
-from utils.plots import plot_per_class
-from utils.report import Report
+from utils.evaluation.metrics import ClassReport, class_report
+from utils.inference.options import add_model_arguments, load_from_args
+from utils.inference.onnx_runtime import is_onnx_path
+from utils.evaluation.plots import plot_per_class
+from utils.evaluation.report import Report
 
 
 def parse_args(argv=None):

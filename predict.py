@@ -34,14 +34,14 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from utils.annotation import ANNOTATION_FILES, DEFAULT_CLASSES, read_classes
-from utils.bulk import UNCERTAIN, CsvPredictions, sort_into, write_new
-from utils.classifier import Classifier
+from utils.data.annotation import ANNOTATION_FILES, DEFAULT_CLASSES, read_classes
+from utils.inference.bulk import UNCERTAIN, CsvPredictions, sort_into, write_new
+from utils.inference.classifier import Classifier
 from utils.cli import ArgumentParser, UserError, run, warn
 from utils.fileio import output_target, within
-from utils.image import is_image_file, load_or_warn
-from utils.model_args import add_model_arguments, load_from_args
-from utils.onnx_runtime import is_onnx_path
+from utils.data.image import is_image_file, load_or_warn
+from utils.inference.options import add_model_arguments, load_from_args
+from utils.inference.onnx_runtime import is_onnx_path
 
 
 def parse_args(argv=None):
@@ -195,7 +195,7 @@ def classify(classifier: Classifier, sources: Iterable[str], topk: int, batch_si
 
 def save_cam(folder: str, answer: Answer) -> Path:
     """``folder/<image name>_cam.png``: the image as the model saw it, its map over it."""
-    from utils.cam import overlay_image
+    from utils.evaluation.cam import overlay_image
 
     picture = overlay_image(answer.pixels.transpose(1, 2, 0), answer.heatmap)
     name = f"{Path(answer.path).stem}_cam.png"
@@ -214,13 +214,13 @@ def export(classifier: Classifier, path: str, int8: bool, force: bool,
            classes_file: str) -> None:
     """Write ``classifier``'s network to ``path`` (checked; int8 when asked) and say what
     was written."""
-    from utils import onnx_export
+    from utils.inference import onnx_export
 
     t0 = time.perf_counter()
     out = onnx_export.check_destination(path, classifier.info["path"], force)
     source = onnx_export.source_of(classifier.info["path"], classifier.info)
     if int8:
-        from utils.onnx_quantize import export_int8
+        from utils.inference.onnx_quantize import export_int8
 
         diff, scores = export_int8(classifier, out, source, ANNOTATION_FILES["train"],
                                    ANNOTATION_FILES["val"], classes_file)

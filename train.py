@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import nets
-from utils import augment
-from utils.annotation import ANNOTATION_FILES, DEFAULT_CLASSES
+from utils.data import augment
+from utils.data.annotation import ANNOTATION_FILES, DEFAULT_CLASSES
 from utils.cli import default_workers, run
-from utils.config import above, at_least, between, parse, setting
-from utils.execution import AMP_MODES
-from utils.optim import OPTIMIZERS, SCHEDULES
-from utils.runs import resolve_run, start_training
+from utils.settings import above, at_least, between, parse, setting
+from utils.model.execution import AMP_MODES
+from utils.train.optim import OPTIMIZERS, SCHEDULES
+from utils.train.prepare import resolve_run, start_training
 
 
 AUTO = "chosen from the data and the device, see the plan"

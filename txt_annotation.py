@@ -16,11 +16,11 @@ import argparse
 import os
 from pathlib import Path
 
-from utils import cifar10
-from utils.annotation import DEFAULT_CLASSES, prepare_annotations
-from utils.splits import MAX_FRACTION
+from utils.data import cifar10
+from utils.data.annotation import DEFAULT_CLASSES, prepare_annotations
+from utils.data.splits import MAX_FRACTION
 from utils.cli import ArgumentParser, UserError, default_workers, run
-from utils.dataset_import import (DEFAULT_MAX_RATIO, RATIO_ENV, has_dataset, held_origin,
+from utils.data.importing import (DEFAULT_MAX_RATIO, RATIO_ENV, has_dataset, held_origin,
                                   import_dataset, origin_of)
 
 

@@ -6,7 +6,7 @@ needs: a 1000-class ImageNet head does not fit a 10-class model and is skipped (
 so), while the whole backbone loads.  A source that fills nothing in the backbone is an
 error, since training would silently start from scratch.
 
-Reading files is the caller's business (``utils.checkpoint.read_weights`` reads ours and
+Reading files is the caller's business (``utils.model.checkpoint.read_weights`` reads ours and
 other scripts' checkpoints safely); this module only downloads the official weights.
 """
 from __future__ import annotations

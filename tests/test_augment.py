@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from utils import augment
-from utils.augment import BatchAugment, cutout, pad_crop, random_flip, random_resized_boxes
+from utils.data import augment
+from utils.data.augment import BatchAugment, cutout, pad_crop, random_flip, random_resized_boxes
 
 
 def distinct_images(n: int, size: int = 8) -> torch.Tensor:

@@ -6,7 +6,7 @@ import csv
 import pytest
 
 from tests.helpers import COLOURS, make_image
-from utils.bulk import UNCERTAIN, CsvPredictions, sort_into
+from utils.inference.bulk import UNCERTAIN, CsvPredictions, sort_into
 from utils.cli import UserError
 
 

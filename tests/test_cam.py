@@ -9,7 +9,7 @@ from torch import nn
 
 import nets
 from nets.common import ImageClassifier
-from utils.cam import grad_cam, overlay, save_overlay
+from utils.evaluation.cam import grad_cam, overlay, save_overlay
 
 SIDE, SQUARE = 32, 8
 RED, GREEN, BLUE = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from tests.helpers import COLOURS, make_dataset, make_image
-from utils import data
-from utils.annotation import read_annotation, write_annotation
-from utils.data import Loading, make_batches
-from utils.preprocess import Geometry
+from utils.data import batches as data
+from utils.data.annotation import read_annotation, write_annotation
+from utils.data.batches import Loading, make_batches
+from utils.data.preprocess import Geometry
 
 GEOMETRY = Geometry((16, 16))
 

@@ -15,10 +15,10 @@ import nets
 from tests import test_metrics as case
 from tests.helpers import assert_clean_error, make_dataset, run_script
 from tests.test_predict import make_checkpoint
-from utils.annotation import write_annotation, write_classes
-from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.data.annotation import write_annotation, write_classes
+from utils.model.checkpoint import load_checkpoint, save_checkpoint
 from utils.cli import UserError
-from utils.execution import Execution
+from utils.model.execution import Execution
 
 STUB_CLASSES = [f"class{i}" for i in range(case.NUM_CLASSES)]
 
@@ -199,7 +199,7 @@ def test_the_same_names_in_another_order_are_matched_by_name(trained_project, tm
 
 @pytest.mark.parametrize("name", ["mobilenetv2", "mobilenetv1", "resnet18"])
 def test_inference_on_a_cpu_folds_batchnorm_without_changing_the_logits(name):
-    from utils.execution import fold_batchnorm
+    from utils.model.execution import fold_batchnorm
 
     torch.manual_seed(0)
     model = nets.get_model(name, 5, input_shape=(32, 32),

@@ -19,8 +19,8 @@ from PIL import Image
 
 import eval as eval_script  # the top-level eval.py, not the builtin
 import nets
-from utils.annotation import write_annotation, write_classes
-from utils.checkpoint import save_checkpoint
+from utils.data.annotation import write_annotation, write_classes
+from utils.model.checkpoint import save_checkpoint
 
 CLASSES = ["red", "green", "blue"]
 PLANTED = "planted_red_labelled_green.png"
@@ -131,7 +131,7 @@ def test_the_report_shows_the_confused_pairs_and_each_error_with_its_map(rigged)
 
 
 def test_tta_flip_averages_an_image_with_its_mirror(rigged):
-    from utils.classifier import Classifier
+    from utils.inference.classifier import Classifier
 
     classifier = Classifier.load("colour.pth", runtime="torch")
     batch = np.random.default_rng(0).integers(0, 255, (2, 3, 16, 16), dtype=np.uint8)

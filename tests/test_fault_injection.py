@@ -29,7 +29,7 @@ import pytest
 
 from tests.helpers import ROOT, make_dataset, run_script
 from tests.test_train import FAST
-from utils.checkpoint import load_checkpoint
+from utils.model.checkpoint import load_checkpoint
 
 EPOCHS = 4
 STEPS = 15  # 3 classes x 40 images / batch 8

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 from matplotlib import font_manager
 
-from utils import fonts, plots
+from utils.evaluation import fonts
+
+from utils.evaluation import plots
 
 CAT, DOG = "猫", "犬"  # CJK: in none of matplotlib's own fonts
 CYRILLIC, GREEK, ARABIC = "кошка", "γάτα", "قطة"

@@ -20,14 +20,14 @@ from PIL import Image
 
 from tests.helpers import (COLOURS, ROOT, assert_clean_error, make_dataset, make_image,
                            run_script, snapshot)
-from utils import dataset_import
-from utils.annotation import (check_images, read_annotation, read_classes, scan_splits,
+from utils.data import importing as dataset_import
+from utils.data.annotation import (check_images, read_annotation, read_classes, scan_splits,
                               write_classes)
 from utils.cli import UserError
-from utils.data import _cache_key
-from utils.image import ImageError, load_image
+from utils.data.batches import _cache_key
+from utils.data.image import ImageError, load_image
 from utils.names import class_name_problem, name_problem, shown
-from utils.preprocess import resize_cover
+from utils.data.preprocess import resize_cover
 
 # ---------------------------------------------------------------------------------------------
 # Names that cannot round-trip through the annotation files
@@ -167,8 +167,8 @@ def test_decode_cache_key_changes_for_a_replaced_file_whose_mtime_was_kept(tmp_p
 _PEAK = """
 import resource, sys
 sys.path.insert(0, {root!r})
-from utils.image import load_image
-from utils.preprocess import resize_cover
+from utils.data.image import load_image
+from utils.data.preprocess import resize_cover
 path, size = sys.argv[1], int(sys.argv[2])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 out = resize_cover(load_image(path, size=(size, size)), (size, size))

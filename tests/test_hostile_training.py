@@ -18,8 +18,10 @@ import train
 from tests.helpers import ROOT, assert_clean_error, make_dataset, run_script, snapshot
 from tests.test_predict import make_checkpoint
 from tests.test_train import FAST
-from utils import checkpoint, data, trainer
-from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.model import checkpoint
+from utils.data import batches as data
+from utils.train import loop as trainer
+from utils.model.checkpoint import load_checkpoint, save_checkpoint
 from utils.cli import UserError
 
 

@@ -1,4 +1,4 @@
-"""utils.image: every flavour of image becomes upright 8-bit RGB; bad files get a reason."""
+"""utils.data.image: every flavour of image becomes upright 8-bit RGB; bad files get a reason."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ from PIL import Image
 
 from tests.helpers import make_image
 from utils.cli import UserError
-from utils.image import IMAGE_EXTENSIONS, ImageError, image_problem, is_image_file, load_image
+from utils.data.image import IMAGE_EXTENSIONS, ImageError, image_problem, is_image_file, load_image
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from utils.evaluate import evaluate
-from utils.execution import Execution
-from utils.metrics import ConfusionMatrix, class_report, topk_correct
+from utils.evaluation.scoring import evaluate
+from utils.model.execution import Execution
+from utils.evaluation.metrics import ConfusionMatrix, class_report, topk_correct
 
 # Six classes, nine images.  RANKINGS[i] lists the classes from most to least likely for
 # image i; its top-1 prediction is RANKINGS[i][0].

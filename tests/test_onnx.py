@@ -19,14 +19,15 @@ import eval as eval_script  # the top-level eval.py, not the builtin
 import predict
 from tests.helpers import ROOT, assert_clean_error, listed, make_dataset, run_script
 from tests.test_predict import CLASSES, make_checkpoint, run_json
-from utils import onnx_cache, onnx_export
-from utils.annotation import write_classes
-from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.classifier import Classifier, choose_runtime
+from utils.inference import onnx_cache
+from utils.inference import onnx_export
+from utils.data.annotation import write_classes
+from utils.model.checkpoint import load_checkpoint, save_checkpoint
+from utils.inference.classifier import Classifier, choose_runtime
 from utils.cli import UserError
-from utils.model_spec import ModelSpec
-from utils.onnx_runtime import QUANTIZATION_KEY, SOURCE_KEY, SPEC_KEY
-from utils.preprocess import normalize, normalize_array
+from utils.model.spec import ModelSpec
+from utils.inference.onnx_runtime import QUANTIZATION_KEY, SOURCE_KEY, SPEC_KEY
+from utils.data.preprocess import normalize, normalize_array
 
 CKPT = "logs/run/best.pth"
 

@@ -9,8 +9,8 @@ from PIL import Image
 
 import pytest
 
-from utils import plots
-from utils.plots import plot_confusion, plot_curves, plot_per_class
+from utils.evaluation import plots
+from utils.evaluation.plots import plot_confusion, plot_curves, plot_per_class
 
 
 def png_size(path) -> tuple[int, int]:

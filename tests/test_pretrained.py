@@ -11,7 +11,7 @@ import torchvision
 import nets
 from nets.pretrained import load_pretrained
 from tests.helpers import ROOT
-from utils.checkpoint import save_checkpoint, transfer_from_file
+from utils.model.checkpoint import save_checkpoint, transfer_from_file
 from utils.cli import UserError
 
 
@@ -130,4 +130,4 @@ def test_unreachable_url_says_how_to_work_offline(tmp_path):
 
 
 def test_importing_checkpoint_before_nets_works():
-    subprocess.run([sys.executable, "-c", "import utils.checkpoint"], cwd=ROOT, check=True)
+    subprocess.run([sys.executable, "-c", "import utils.model.checkpoint"], cwd=ROOT, check=True)

@@ -13,7 +13,7 @@ import torchvision
 
 import train as train_script
 from tests.helpers import ROOT, assert_clean_error, make_dataset, make_shapes_dataset, run_script
-from utils import recipe
+from utils.train import recipe
 
 CPU, GPU = torch.device("cpu"), torch.device("cuda")
 CIFAR = recipe.Survey(tuple(f"c{i}" for i in range(10)), (4500,) * 10, 5000, 10000, (32, 32))
@@ -233,7 +233,7 @@ def test_time_to_accuracy_budgets_must_be_positive_seconds(budget, tmp_path):
 
 
 def test_the_announced_duration_leaves_out_the_slow_first_step(monkeypatch):
-    from utils import trainer
+    from utils.train import loop as trainer
 
     now = [0.0]
     monkeypatch.setattr(trainer.time, "perf_counter", lambda: now[0])

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from utils.errors import Prediction, most_confused
-from utils.metrics import class_report
-from utils.plots import plot_confusion, plot_curves
-from utils.report import MAX_TABLE_CLASSES, Report
+from utils.evaluation.mistakes import Prediction, most_confused
+from utils.evaluation.metrics import class_report
+from utils.evaluation.plots import plot_confusion, plot_curves
+from utils.evaluation.report import MAX_TABLE_CLASSES, Report
 
 EVIL = "<script>alert('x')</script>"
 CLASSES = ["cat", "猫 & co", EVIL]

@@ -26,10 +26,10 @@ import txt_annotation
 from tests.helpers import ROOT, assert_clean_error, make_dataset, run_script, working_directory
 from tests.test_predict import make_checkpoint
 from tests.test_train import FAST
-from utils import checkpoint
-from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.model import checkpoint
+from utils.model.checkpoint import load_checkpoint, save_checkpoint
 from utils.cli import UserError
-from utils.train_state import TrainState
+from utils.train.state import TrainState
 
 # ---------------------------------------------------------------------------------------------
 # weights_only everywhere

@@ -10,9 +10,9 @@ import pytest
 
 from tests.helpers import (COLOURS, assert_clean_error, listed, make_dataset, make_image,
                            run_script)
-from utils.annotation import read_annotation, write_annotation
+from utils.data.annotation import read_annotation, write_annotation
 from utils.cli import UserError
-from utils.splits import held_out_counts
+from utils.data.splits import held_out_counts
 
 
 def annotate(root, *args):

@@ -17,7 +17,7 @@ import torch
 
 from tests.helpers import ROOT, assert_clean_error, make_dataset, run_script
 from tests.test_report import Page, check_self_contained
-from utils.checkpoint import load_checkpoint
+from utils.model.checkpoint import load_checkpoint
 
 # A small, fast network and settings shared by most tests (16x16 inputs, 3 colour classes).
 FAST = ["--backbone", "mobilenetv2", "--width-mult", "0.25", "--input-shape", "16", "16",
@@ -133,11 +133,11 @@ def test_torchrun_two_processes_match_single_process_eval(project):
     assert [p.name for p in (project / "logs").iterdir()] == ["ddp"]
     row = read_metrics(project / "logs" / "ddp")[0]
 
-    from utils.annotation import read_annotation
-    from utils.checkpoint import build_model, check_checkpoint
-    from utils.data import Loading, make_batches
-    from utils.evaluate import evaluate
-    from utils.execution import Execution
+    from utils.data.annotation import read_annotation
+    from utils.model.checkpoint import build_model, check_checkpoint
+    from utils.data.batches import Loading, make_batches
+    from utils.evaluation.scoring import evaluate
+    from utils.model.execution import Execution
 
     ckpt = load_checkpoint(project / "logs" / "ddp" / "last.pth")
     spec = check_checkpoint(ckpt, "last.pth")
@@ -193,7 +193,7 @@ def test_missing_image_is_skipped_with_a_warning(project):
 
 def test_backbone_defaults_apply_unless_given():
     import train as train_script
-    from utils import recipe
+    from utils.train import recipe
 
     cifar = recipe.Survey(tuple("abcdefghij"), (5000,) * 10, 0, 10000, (32, 32))
     gpu = torch.device("cuda")
@@ -211,7 +211,7 @@ def test_config_file_round_trips_and_flags_override_it(tmp_path):
     import json
 
     import train as train_script
-    from utils.config import to_dict
+    from utils.settings import to_dict
 
     cfg, _ = train_script.parse(train_script.TrainConfig, ["--epochs", "7", "--input-shape",
                                                            "64", "48"])
@@ -270,7 +270,7 @@ def test_without_a_validation_set_best_is_the_last_epoch_and_that_is_said(projec
 
 
 def test_class_weights_auto_are_inverse_frequencies_with_mean_one():
-    from utils.runs import class_weights
+    from utils.train.prepare import class_weights
 
     weights = class_weights([(0, "a")] * 6 + [(1, "b")] * 2 + [(2, "c")] * 4, 4)
     assert weights[:3].mean().item() == pytest.approx(1.0)

@@ -39,8 +39,8 @@ from tests.helpers import (COLOURS, make_dataset, make_image, run_script, snapsh
                            working_directory)
 from tests.test_predict import make_checkpoint
 from tests.test_train import FAST
-from utils.annotation import read_annotation
-from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.data.annotation import read_annotation
+from utils.model.checkpoint import load_checkpoint, save_checkpoint
 
 CLASSES = ["blue", "green", "red"]
 WATCHED = ("datasets", "model_data", "logs")

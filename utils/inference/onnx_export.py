@@ -3,14 +3,14 @@
 The exported graph is the network only:
 
 * input ``input``: float32 ``(batch, 3, H, W)``, RGB, normalised as ``(pixel / 255 - mean) / std``
-  after the evaluation resize and centre crop (:func:`utils.preprocess.eval_array`);
+  after the evaluation resize and centre crop (:func:`utils.data.preprocess.eval_array`);
 * output ``logits``: float32 ``(batch, num_classes)``; apply a softmax for probabilities.
 
-The batch dimension is dynamic.  The model's whole :class:`~utils.model_spec.ModelSpec`
+The batch dimension is dynamic.  The model's whole :class:`~utils.model.spec.ModelSpec`
 (``spec.to_dict()`` as JSON) and the run it came from (checkpoint, epoch, validation top-1)
 are stored in its metadata (``metadata_props``), so the ``.onnx`` file is as
 self-describing as the checkpoint: ``predict.py`` and ``eval.py`` run it through ONNX
-Runtime (:mod:`utils.onnx_runtime`) with nothing else to say.
+Runtime (:mod:`utils.inference.onnx_runtime`) with nothing else to say.
 
 The exporter is ``torch.export``-based (``dynamo=True``), torch's default and maintained
 path.  Should it fail on some model, the TorchScript exporter is tried instead with a
@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from utils.cli import UserError, warn
-from utils.model_spec import ModelSpec
-from utils.onnx_runtime import (INPUT_NAME, OUTPUT_NAME, SOURCE_KEY, SPEC_KEY, is_onnx_path,
+from utils.model.spec import ModelSpec
+from utils.inference.onnx_runtime import (INPUT_NAME, OUTPUT_NAME, SOURCE_KEY, SPEC_KEY, is_onnx_path,
                                 open_session)
 
 OPSET = 18
@@ -72,7 +72,7 @@ def export_onnx(spec: ModelSpec, model: torch.nn.Module, path: str | os.PathLike
 
 def source_of(checkpoint: str | os.PathLike, info: dict[str, Any]) -> dict[str, Any]:
     """The :data:`SOURCE_KEY` metadata of a model exported from ``checkpoint`` (``info``:
-    its ``epoch`` and ``top1``, as :class:`~utils.classifier.Classifier` keeps them); a
+    its ``epoch`` and ``top1``, as :class:`~utils.inference.classifier.Classifier` keeps them); a
     first-version checkpoint's top-1 was measured on the test set and is left out."""
     validated = info.get("scored_on", "validation") == "validation"
     return {"checkpoint": str(checkpoint), "epoch": info.get("epoch"),

@@ -47,8 +47,8 @@ class Geometry:
 
 
 class InputDescription:
-    """What every model description offers inference (:class:`~utils.model_spec.ModelSpec`,
-    and :class:`~utils.onnx_runtime.OnnxSpec` without torch): from its ``classes``,
+    """What every model description offers inference (:class:`~utils.model.spec.ModelSpec`,
+    and :class:`~utils.inference.onnx_runtime.OnnxSpec` without torch): from its ``classes``,
     ``input_shape`` and ``crop_fraction``, the class count and the :class:`Geometry`."""
 
     classes: tuple[str, ...]

@@ -4,12 +4,12 @@ A checkpoint is a plain dict of tensors and Python primitives, so it loads with
 ``torch.load(weights_only=True)`` (no pickled code can run).  Its keys are:
 
 * ``format``, ``version``: what wrote it (:data:`FORMAT`, :data:`VERSION`);
-* the :class:`~utils.model_spec.ModelSpec` fields (backbone, classes, num_classes,
+* the :class:`~utils.model.spec.ModelSpec` fields (backbone, classes, num_classes,
   input_shape, mean, std, crop_fraction, width_mult, in_channels): enough to use the model
   without the training config;
 * ``model``: the weights;
 * in checkpoints written by training: ``config`` (the run's settings), ``top1`` / ``top5``
-  (validation scores of this epoch) and the :class:`~utils.train_state.TrainState` (epoch,
+  (validation scores of this epoch) and the :class:`~utils.train.state.TrainState` (epoch,
   phase, best metric, optimizer / scheduler / scaler state) needed to resume.
 
 Version history: 1, the first; 2 adds ``crop_fraction`` (version 1 files get the crop that
@@ -27,7 +27,7 @@ import torch
 
 import nets
 from utils.cli import UserError, user_errors, warn
-from utils.model_spec import ModelSpec
+from utils.model.spec import ModelSpec
 
 FORMAT = "imgcls-checkpoint"
 VERSION = 2

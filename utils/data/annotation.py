@@ -7,7 +7,7 @@
 * ``cls_train.txt`` / ``cls_val.txt`` / ``cls_test.txt``: one ``<class_id>;<path>`` line per
   usable image.  Training learns from the first, picks its best epoch on the second, and
   reports the third once, at the end.  Without a ``val/`` (or ``test/``) folder, that set is
-  carved out of ``train/`` (:mod:`utils.splits`).
+  carved out of ``train/`` (:mod:`utils.data.splits`).
 
 The four files are one unit: each list starts with a comment line holding the fingerprint
 of the class list it was written for (``# classes: 10, fingerprint 3f2a9c1b7d4e``), and
@@ -19,7 +19,7 @@ default) when the image lies inside it, with ``/`` separators, so a project fold
 moved or shared as a whole; images elsewhere get absolute paths.  Reading resolves relative
 paths against that same folder, so the lists work from any working directory.
 
-Before an image is listed it is fully decoded with :func:`utils.image.load_image`, in a
+Before an image is listed it is fully decoded with :func:`utils.data.image.load_image`, in a
 process pool; verdicts are cached by path and file stamp so that re-runs over 60,000 images
 take seconds.
 """
@@ -37,10 +37,10 @@ from typing import Iterable, Iterator, Sequence
 import PIL
 from tqdm import tqdm
 
-from utils import splits
+from utils.data import splits
 from utils.cli import UserError, warn
 from utils.fileio import write_atomic
-from utils.image import IMAGE_EXTENSIONS, image_problem, is_image_file, pixel_limit
+from utils.data.image import IMAGE_EXTENSIONS, image_problem, is_image_file, pixel_limit
 from utils.names import class_name_problem, name_problem, same_names, shown
 
 DEFAULT_CLASSES = "model_data/cls_classes.txt"
@@ -459,7 +459,7 @@ def prepare_annotations(datasets: str | os.PathLike = "datasets",
     """Scan ``datasets/{train,val,test}``, check every image, write the class list and lists.
 
     ``val/`` and ``test/`` are optional: a missing (or image-less) one is carved out of
-    ``train/``, ``val_fraction`` / ``test_fraction`` of each class (:mod:`utils.splits`,
+    ``train/``, ``val_fraction`` / ``test_fraction`` of each class (:mod:`utils.data.splits`,
     stable across re-runs).  Unusable images are skipped with one warning each (path +
     reason) and a count per class and split is printed, with the class imbalance.  Files
     are only rewritten when their content changes, so a re-run on the same data touches

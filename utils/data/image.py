@@ -73,7 +73,7 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
     DataLoader workers can use it freely.
 
     ``size`` (H, W) is the size the caller will cover-resize the image to
-    (:func:`utils.preprocess.resize_cover`).  A JPEG at least ``2 * _DRAFT_MARGIN`` (16)
+    (:func:`utils.data.preprocess.resize_cover`).  A JPEG at least ``2 * _DRAFT_MARGIN`` (16)
     times larger on both sides is then decoded by libjpeg at 1/2, 1/4 or 1/8 scale
     (``draft``), still at least ``_DRAFT_MARGIN`` times ``size``: an 89-megapixel photo
     for a 256-pixel resize takes 17 MB instead of 267 MB.  After the resize its pixels
@@ -83,7 +83,7 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
 
     Memory: decoding holds the image at its stored size, a few bytes per pixel, which the
     pixel limit caps (about 89 megapixels by default); only JPEGs can shrink while
-    decoding.  :func:`utils.preprocess.resize_cover` then needs memory in proportion to
+    decoding.  :func:`utils.data.preprocess.resize_cover` then needs memory in proportion to
     its output only, whatever the image's shape.
     """
     limit = pixel_limit()

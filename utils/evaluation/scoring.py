@@ -8,8 +8,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from utils.execution import Execution
-from utils.metrics import ConfusionMatrix, class_report, topk_correct
+from utils.model.execution import Execution
+from utils.evaluation.metrics import ConfusionMatrix, class_report, topk_correct
 
 #: The "top-5" of every report: top-k with k = min(TOP_K, number of classes).
 TOP_K = 5
@@ -62,7 +62,7 @@ class EvalResult:
 def evaluate(model: torch.nn.Module, batches, execution: Execution, num_classes: int, *,
              reduce=None, progress=None, keep: bool = False) -> EvalResult:
     """:func:`evaluate_logits` of a torch ``model`` computed with ``execution`` (the network
-    :meth:`~utils.execution.Execution.for_inference` gives, ``model`` in eval mode for the
+    :meth:`~utils.model.execution.Execution.for_inference` gives, ``model`` in eval mode for the
     duration; training's per-epoch and final scoring)."""
     was_training = model.training
     model.eval()
@@ -81,8 +81,8 @@ def evaluate_logits(logits_of: Callable[[torch.Tensor], torch.Tensor], batches,
     """Loss, top-1/top-5 and confusion matrix over ``batches`` of (uint8 images, labels).
 
     ``logits_of`` maps an image batch to float32 logits on ``device``: a torch model's
-    :meth:`~utils.execution.Execution.logits`, or any runtime's
-    (:meth:`utils.classifier.Classifier.logits`), so every runtime is scored by this code.
+    :meth:`~utils.model.execution.Execution.logits`, or any runtime's
+    (:meth:`utils.inference.classifier.Classifier.logits`), so every runtime is scored by this code.
     Everything is accumulated on the device and read once at the end.  ``reduce`` (e.g. an
     all-reduce under DDP) is applied to the summed tensors before they are read, so every
     rank reports the metrics of the whole evaluation set.  ``keep`` also returns every

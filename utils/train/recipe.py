@@ -215,7 +215,7 @@ def describe(choices: Choices, device: torch.device, train_images: int,
     with where it came from; then what one epoch and the whole run take in steps."""
     from dataclasses import fields
 
-    from utils.data import training_batches
+    from utils.data.batches import training_batches
 
     cfg = choices.cfg
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""

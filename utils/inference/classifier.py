@@ -5,16 +5,16 @@
 >>> clf.topk(probs, 3)[0]                                # [("cat", 0.93), ("dog", 0.05), ...]
 
 Images go through exactly the evaluation preprocessing of training
-(:func:`utils.preprocess.eval_array` with the model's geometry, then the model's
+(:func:`utils.data.preprocess.eval_array` with the model's geometry, then the model's
 normalisation), so a prediction sees the pixels the validation score was measured on.
 Everything comes from the model's description (a checkpoint's
-:class:`~utils.model_spec.ModelSpec`, or the copy an exported ``.onnx`` carries); nothing
+:class:`~utils.model.spec.ModelSpec`, or the copy an exported ``.onnx`` carries); nothing
 has to be edited to match the training run.
 
 Two runtimes compute the logits behind one interface (``logits`` for tensor batches,
-``array_logits`` for numpy ones): PyTorch (:class:`utils.torch_runtime.TorchRuntime`, the
+``array_logits`` for numpy ones): PyTorch (:class:`utils.inference.torch_runtime.TorchRuntime`, the
 checkpoint's network run as validation ran it) and ONNX Runtime
-(:class:`utils.onnx_runtime.OnnxRuntime`: an ``.onnx`` file, or a checkpoint's cached
+(:class:`utils.inference.onnx_runtime.OnnxRuntime`: an ``.onnx`` file, or a checkpoint's cached
 export).  An ``.onnx`` file is loaded without importing torch.
 """
 from __future__ import annotations
@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 import numpy as np
 from PIL import Image
 
-from utils.annotation import DEFAULT_CLASSES, read_classes
+from utils.data.annotation import DEFAULT_CLASSES, read_classes
 from utils.cli import UserError, warn
-from utils.onnx_runtime import is_onnx_path, load_onnx
-from utils.preprocess import eval_array
+from utils.inference.onnx_runtime import is_onnx_path, load_onnx
+from utils.data.preprocess import eval_array
 
 if TYPE_CHECKING:
     import torch
@@ -45,7 +45,7 @@ EXPORT_SAVES_MS_AT_224 = 1.5
 
 
 class Runtime(Protocol):
-    """What computes a model's logits (:mod:`utils.torch_runtime`, :mod:`utils.onnx_runtime`)."""
+    """What computes a model's logits (:mod:`utils.inference.torch_runtime`, :mod:`utils.inference.onnx_runtime`)."""
 
     name: str
     device: str
@@ -131,11 +131,11 @@ class Classifier:
     def _load_checkpoint(cls, path, device, runtime, amp, channels_last, backbone,
                          input_shape, width_mult, classes_file, images,
                          cache_dir) -> "Classifier":
-        from utils import torch_runtime  # torch: checkpoints only
-        from utils.checkpoint import build_model
+        from utils.inference import torch_runtime  # torch: checkpoints only
+        from utils.model.checkpoint import build_model
         from utils.distributed import resolve_device
-        from utils.execution import Execution, amp_dtype
-        from utils.onnx_cache import cache_file, cached_export
+        from utils.model.execution import Execution, amp_dtype
+        from utils.inference.onnx_cache import cache_file, cached_export
 
         spec, weights, info = torch_runtime.read_model(
             path, backbone=backbone, input_shape=input_shape, width_mult=width_mult,
@@ -232,7 +232,7 @@ class Classifier:
                             "checkpoint (.pth) with --runtime torch or auto")
         import torch
 
-        from utils.cam import grad_cam
+        from utils.evaluation.cam import grad_cam
 
         execution = self.runtime.execution
         x = execution.inputs(torch.from_numpy(batch))

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from utils.cam import as_rgb_array, overlay
-from utils.image import ImageError, load_image
-from utils.plots import plot_top_losses
+from utils.evaluation.cam import as_rgb_array, overlay
+from utils.data.image import ImageError, load_image
+from utils.evaluation.plots import plot_top_losses
 
 #: Columns of ``errors.csv``; ``true`` and ``predicted`` are class names.
 ERRORS_COLUMNS = ("path", "true", "predicted", "confidence", "loss")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
-from utils.plots import plot_curves
+from utils.evaluation.plots import plot_curves
 
 
 def columns(k: int) -> tuple[str, ...]:

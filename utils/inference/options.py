@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from utils.annotation import DEFAULT_CLASSES
-from utils.classifier import RUNTIMES, TTA_MODES, Classifier
+from utils.data.annotation import DEFAULT_CLASSES
+from utils.inference.classifier import RUNTIMES, TTA_MODES, Classifier
 from utils.cli import UserError
 
 

@@ -4,7 +4,7 @@
 ``--resume`` names, with the settings it was started with.  :func:`start_training` builds
 the device, model description, weights, data and resume state, checking everything that
 can be checked before a file is written, then claims the run folder and hands a
-:class:`~utils.trainer.Trainer` back.
+:class:`~utils.train.loop.Trainer` back.
 
 A run folder is claimed atomically (exclusive creation of its ``config.json``), so two runs
 started at the same moment with the same name can never write into one folder.
@@ -22,18 +22,19 @@ from typing import Any
 import torch
 
 import nets
-from utils import distributed, recipe
-from utils.annotation import read_annotation, read_classes
-from utils.checkpoint import load_checkpoint, read_weights, transfer_from_file
+from utils import distributed
+from utils.train import recipe
+from utils.data.annotation import read_annotation, read_classes
+from utils.model.checkpoint import load_checkpoint, read_weights, transfer_from_file
 from utils.cli import UserError, warn
-from utils.config import from_dict, to_dict
-from utils.data import Loading, check_batch_size, make_batches
-from utils.execution import Execution
+from utils.settings import from_dict, to_dict
+from utils.data.batches import Loading, check_batch_size, make_batches
+from utils.model.execution import Execution
 from utils.fileio import write_atomic
-from utils.model_spec import ModelSpec
-from utils.augment import BatchAugment
-from utils.trainer import Trainer, measure_speed, plan_phases
-from utils.train_state import TrainState
+from utils.model.spec import ModelSpec
+from utils.data.augment import BatchAugment
+from utils.train.loop import Trainer, measure_speed, plan_phases
+from utils.train.state import TrainState
 
 #: Where and how fast a run executes, not what it computes: a resume may change these.
 RUNTIME_SETTINGS = ("device", "workers", "cache", "cache_dir", "compile", "resume")
@@ -94,7 +95,7 @@ def start_training(run: Run) -> Trainer:
     """Build everything ``run`` trains with, claim its folder, return its trainer.
 
     A fresh run's settings not given by the user are chosen from the data and the device
-    (:mod:`utils.recipe`) and printed, each with where it came from, before anything starts.
+    (:mod:`utils.train.recipe`) and printed, each with where it came from, before anything starts.
     Every check that can fail runs before the run folder is claimed.
     """
     dist, device = distributed.setup(run.cfg.device)

@@ -19,14 +19,14 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from utils.annotation import read_annotation, read_classes
+from utils.data.annotation import read_annotation, read_classes
 from utils.cli import UserError, default_workers
-from utils.data import Loading, make_batches
-from utils.evaluate import evaluate_logits
-from utils.image import load_or_warn
-from utils.onnx_export import export_checked, set_metadata
-from utils.onnx_runtime import INPUT_NAME, QUANTIZATION_KEY, OnnxRuntime, open_session
-from utils.preprocess import eval_array, normalize_array
+from utils.data.batches import Loading, make_batches
+from utils.evaluation.scoring import evaluate_logits
+from utils.data.image import load_or_warn
+from utils.inference.onnx_export import export_checked, set_metadata
+from utils.inference.onnx_runtime import INPUT_NAME, QUANTIZATION_KEY, OnnxRuntime, open_session
+from utils.data.preprocess import eval_array, normalize_array
 
 #: Training images whose activations set the int8 ranges (a seeded sample of the file).
 CALIBRATION_IMAGES = 300

@@ -11,7 +11,7 @@ ever chosen on the test set.
 
 Everything random is re-seeded from ``(seed, epoch)`` at the start of each epoch, so a run
 resumed from ``last.pth`` replays exactly the epochs it would have run.  Setting a run up
-(its folder, model, data and resume state) is :mod:`utils.runs`' job; the trainer trains.
+(its folder, model, data and resume state) is :mod:`utils.train.prepare`' job; the trainer trains.
 """
 from __future__ import annotations
 
@@ -28,21 +28,21 @@ from tqdm import tqdm
 
 import nets
 from utils import distributed
-from utils.analysis import add_evaluation, analyse
-from utils.augment import BatchAugment
-from utils.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from utils.evaluation.analysis import add_evaluation, analyse
+from utils.data.augment import BatchAugment
+from utils.model.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from utils.cli import UserError, warn
-from utils.config import to_dict
-from utils.data import Loading, epoch_seed, make_batches
+from utils.settings import to_dict
+from utils.data.batches import Loading, epoch_seed, make_batches
 from utils.distributed import Dist
-from utils.evaluate import TOP_K, EvalResult, evaluate
-from utils.execution import Execution
+from utils.evaluation.scoring import TOP_K, EvalResult, evaluate
+from utils.model.execution import Execution
 from utils.fileio import write_json
-from utils.model_spec import ModelSpec
-from utils.optim import make_optimizer, make_scheduler, scaled_lr
-from utils.report import Report
-from utils.run_log import RunLog
-from utils.train_state import TrainState
+from utils.model.spec import ModelSpec
+from utils.train.optim import make_optimizer, make_scheduler, scaled_lr
+from utils.evaluation.report import Report
+from utils.train.run_log import RunLog
+from utils.train.state import TrainState
 
 LOG_EVERY = 25  # steps between host syncs for the progress bar
 #: Epochs of at most this many steps end by re-measuring the BatchNorm statistics: their
@@ -139,7 +139,7 @@ class _PhaseRun:
 
 
 class Trainer:
-    """Trains a prepared run (:func:`utils.runs.start_training`) to its last epoch.
+    """Trains a prepared run (:func:`utils.train.prepare.start_training`) to its last epoch.
 
     Args:
         cfg: the run's settings (``train.TrainConfig``).

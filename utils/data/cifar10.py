@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from utils.cli import UserError
-from utils.dataset_import import install_dataset
+from utils.data.importing import install_dataset
 from utils.names import class_name_problem
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from utils.preprocess import normalize
+from utils.data.preprocess import normalize
 
 #: A CPU runs a big batch slower per image than small passes: every layer's output is a
 #: fresh allocation too large to recycle, so the memory is handed back to the system and

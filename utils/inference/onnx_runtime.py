@@ -1,9 +1,9 @@
 """Running an ONNX model with ONNX Runtime, torch-free: ``.onnx`` files and cached exports.
 
 A model exported by ``predict.py --export-onnx`` carries its whole
-:class:`~utils.model_spec.ModelSpec` in its metadata (:data:`SPEC_KEY`, written by
-:mod:`utils.onnx_export`), so it is fed exactly like its checkpoint: the same
-:func:`utils.preprocess.eval_array` pixels, normalised by :func:`utils.preprocess.normalize_array`
+:class:`~utils.model.spec.ModelSpec` in its metadata (:data:`SPEC_KEY`, written by
+:mod:`utils.inference.onnx_export`), so it is fed exactly like its checkpoint: the same
+:func:`utils.data.preprocess.eval_array` pixels, normalised by :func:`utils.data.preprocess.normalize_array`
 (bit-for-bit the torch normalisation), with the same class names.
 
 Nothing here imports torch or ``nets``: a one-image prediction from an ``.onnx`` file starts
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from utils.cli import UserError
-from utils.preprocess import InputDescription, normalize_array
+from utils.data.preprocess import InputDescription, normalize_array
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -39,14 +39,14 @@ INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 @dataclass(frozen=True)
 class OnnxSpec(InputDescription):
-    """The part of a :class:`~utils.model_spec.ModelSpec` that inference uses (same names).
+    """The part of a :class:`~utils.model.spec.ModelSpec` that inference uses (same names).
 
     Attributes:
         backbone: the network's name (for messages).
         classes: output *i* is ``classes[i]``.
         input_shape: (H, W).
         mean, std: normalisation of RGB values in [0, 1].
-        crop_fraction: the evaluation crop (:class:`~utils.preprocess.Geometry`).
+        crop_fraction: the evaluation crop (:class:`~utils.data.preprocess.Geometry`).
     """
 
     backbone: str
@@ -60,8 +60,8 @@ class OnnxSpec(InputDescription):
 class OnnxRuntime:
     """An ONNX model run by ONNX Runtime on the CPU: uint8 image batches in, logits out.
 
-    The same interface as :class:`utils.torch_runtime.TorchRuntime`: :meth:`array_logits`
-    for numpy batches (prediction), :meth:`logits` for tensors (``utils.evaluate``).
+    The same interface as :class:`utils.inference.torch_runtime.TorchRuntime`: :meth:`array_logits`
+    for numpy batches (prediction), :meth:`logits` for tensors (``utils.evaluation.scoring``).
     """
 
     name = "onnxruntime"

@@ -1,6 +1,6 @@
 """Checkpoints exported once for ONNX Runtime, kept in ``.cache/onnx/`` while they are unchanged.
 
-``--runtime onnxruntime`` (and ``auto`` on a CPU, see :func:`utils.classifier.choose_runtime`)
+``--runtime onnxruntime`` (and ``auto`` on a CPU, see :func:`utils.inference.classifier.choose_runtime`)
 runs a ``.pth`` through ONNX Runtime: the export (tens of seconds on a small CPU) is paid
 the first time and the file reused afterwards.  An entry is named after the checkpoint's
 path and keyed by its size, modification and change times and the description it was
@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from utils import checkpoint as ckpt_io
-from utils.model_spec import ModelSpec
-from utils.onnx_export import OPSET, export_checked, source_of
+from utils.model import checkpoint as ckpt_io
+from utils.model.spec import ModelSpec
+from utils.inference.onnx_export import OPSET, export_checked, source_of
 
 CACHE_SUBDIR = "onnx"
 

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from utils.cam import as_rgb_array, overlay
-from utils.errors import ConfusedPair, Prediction, thumbnail
-from utils.plots import whole_percent
+from utils.evaluation.cam import as_rgb_array, overlay
+from utils.evaluation.mistakes import ConfusedPair, Prediction, thumbnail
+from utils.evaluation.plots import whole_percent
 
 #: Up to this many classes the confusion matrix is an HTML table; beyond, its image.
 MAX_TABLE_CLASSES = 30
@@ -159,7 +159,7 @@ class Report:
                     limit: int = 24, heading: str = "Top losses") -> None:
         """The worst errors: each image, its class-activation map when given, and a caption.
 
-        ``images`` and ``heatmaps`` are as for :func:`utils.errors.write_top_losses`
+        ``images`` and ``heatmaps`` are as for :func:`utils.evaluation.mistakes.write_top_losses`
         (default images: the errors' files).  Thumbnails are embedded; the caption links to
         the original file when it exists.
         """

@@ -10,8 +10,8 @@ Two sources give the same batches:
   datasets too large for the cache budget.
 
 Both yield ``(images, labels, lines)`` batches: uint8 images in the same "base" form
-(:func:`utils.preprocess.to_base` for training, :func:`utils.preprocess.to_uint8` for
-evaluation), so augmentation (``utils.augment``) and evaluation see identical pixels whichever
+(:func:`utils.data.preprocess.to_base` for training, :func:`utils.data.preprocess.to_uint8` for
+evaluation), so augmentation (``utils.data.augment``) and evaluation see identical pixels whichever
 path produced them, and for each image its line in the annotation (what an error analysis
 needs to name the file; unreadable images are skipped, so positions alone would not do).  :func:`one_by_one_batches`
 is the naive loop both replace, kept to measure the difference.
@@ -30,11 +30,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from utils import preprocess
+from utils.data import preprocess
 from utils.cli import UserError, warn
 from utils.distributed import Dist
-from utils.image import load_or_warn
-from utils.preprocess import Geometry
+from utils.data.image import load_or_warn
+from utils.data.preprocess import Geometry
 
 CACHE_FORMAT = 2  # 2: the annotation line of each cached image is kept beside its label
 
@@ -335,7 +335,7 @@ def one_by_one_batches(samples: Sequence[tuple[int, str]],
                        geometry: Geometry) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The naive evaluation loop's input: each image decoded when needed, batches of one.
 
-    Feeding this to :func:`utils.evaluate.evaluate` reproduces the usual "for each image:
+    Feeding this to :func:`utils.evaluation.scoring.evaluate` reproduces the usual "for each image:
     open, preprocess, forward" loop with the same metrics, the baseline that batched
     evaluation is measured against (``eval.py --one-by-one``, ``benchmark.py``).
     """

@@ -10,7 +10,7 @@ a cap, cell counts are written only while they fit (:data:`MAX_ANNOTATED`), and 
 names are dropped from an axis once there are too many to print (:data:`MAX_LABELLED`).
 
 Class names and run names are user data in any script: every figure draws its text with the
-fonts :class:`utils.fonts.Fonts` finds for it, and a class name that no installed font can
+fonts :class:`utils.evaluation.fonts.Fonts` finds for it, and a class name that no installed font can
 draw is shown as its id (``#3``, explained on the figure) rather than as empty boxes, so no
 "Glyph ... missing" warning is ever raised.
 """
@@ -25,7 +25,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from utils.fonts import Fonts
+from utils.evaluation.fonts import Fonts
 
 #: Up to this many classes every confusion-matrix cell shows its count.
 MAX_ANNOTATED = 30

@@ -1,8 +1,8 @@
 """Running a checkpoint's network with PyTorch, and reading the checkpoint ``--model`` names.
 
 :class:`TorchRuntime` computes logits exactly as training's validation did (the model's
-:class:`~utils.execution.Execution`: device, precision, memory format, CPU passes), behind
-the interface :class:`utils.onnx_runtime.OnnxRuntime` shares.
+:class:`~utils.model.execution.Execution`: device, precision, memory format, CPU passes), behind
+the interface :class:`utils.inference.onnx_runtime.OnnxRuntime` shares.
 """
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from utils import checkpoint as ckpt_io
-from utils.annotation import read_classes
+from utils.model import checkpoint as ckpt_io
+from utils.data.annotation import read_classes
 from utils.cli import UserError
-from utils.execution import Execution
-from utils.model_spec import ModelSpec
+from utils.model.execution import Execution
+from utils.model.spec import ModelSpec
 
 
 class TorchRuntime:

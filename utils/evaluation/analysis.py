@@ -16,16 +16,16 @@ from typing import Sequence
 
 import torch
 
-from utils.cam import grad_cam
-from utils.errors import (ConfusedPair, Prediction, most_confused, predictions_from_logits,
+from utils.evaluation.cam import grad_cam
+from utils.evaluation.mistakes import (ConfusedPair, Prediction, most_confused, predictions_from_logits,
                           write_errors_csv, write_top_losses)
-from utils.evaluate import EvalResult
-from utils.execution import Execution
-from utils.image import load_or_warn
-from utils.metrics import class_report
-from utils.plots import plot_confusion
-from utils.preprocess import Geometry, to_uint8
-from utils.report import Report
+from utils.evaluation.scoring import EvalResult
+from utils.model.execution import Execution
+from utils.data.image import load_or_warn
+from utils.evaluation.metrics import class_report
+from utils.evaluation.plots import plot_confusion
+from utils.data.preprocess import Geometry, to_uint8
+from utils.evaluation.report import Report
 
 #: The worst errors drawn, and given a class-activation map.
 GALLERY = 16

@@ -19,7 +19,7 @@ from torch import nn
 
 import nets
 from utils.cli import UserError, user_errors
-from utils.preprocess import InputDescription
+from utils.data.preprocess import InputDescription
 
 
 def arch(default, help: str, kind: type | None = None):
@@ -42,7 +42,7 @@ class ModelSpec(InputDescription):
         input_shape: the network's (H, W).
         mean, std: the normalisation of RGB values in [0, 1] the weights expect.
         crop_fraction: evaluation keeps the centre ``input_shape`` of an image resized to
-            ``input_shape / crop_fraction`` (:class:`utils.preprocess.Geometry`).
+            ``input_shape / crop_fraction`` (:class:`utils.data.preprocess.Geometry`).
         width_mult, in_channels: architecture arguments (see :func:`arch`).
     """
 
