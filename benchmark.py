@@ -29,7 +29,8 @@ import nets
 from utils.data import preprocess
 from utils.benchmarks import time_to_accuracy
 from utils.benchmarks.datasets import cifar_subset, photo_set
-from utils.data.annotation import ANNOTATION_FILES, DEFAULT_CLASSES, read_annotation, read_classes
+from utils.data.lists import read_annotation, read_classes
+from utils.layout import ANNOTATION_FILES, DEFAULT_CLASSES
 from utils.data.augment import BatchAugment
 from utils.cli import ArgumentParser, UserError, default_workers, run
 from utils.data.batches import Loading, check_batch_size, make_batches, one_by_one_batches
@@ -43,7 +44,7 @@ from utils.inference.onnx_export import export_checked
 from utils.inference.onnx_runtime import OnnxRuntime, open_session
 from utils.inference.torch_runtime import TorchRuntime, read_model
 from utils.train.optim import make_optimizer
-from utils.train.loop import train_step
+from utils.train.steps import train_step
 
 #: What computes the eval stage's logits: torch eager, ONNX Runtime float32, ONNX Runtime int8.
 RUNTIMES = ("torch", "onnxruntime", "onnxruntime-int8")

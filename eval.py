@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from utils.data.annotation import ANNOTATION_FILES, DEFAULT_CLASSES, read_annotation, read_classes
+from utils.data.lists import read_annotation, read_classes
+from utils.layout import ANNOTATION_FILES, DEFAULT_CLASSES
 from utils.inference.classifier import Classifier
 from utils.cli import ArgumentParser, UserError, default_workers, run
 from utils.evaluation.analysis import add_evaluation, analyse

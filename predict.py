@@ -34,7 +34,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from utils.data.annotation import ANNOTATION_FILES, DEFAULT_CLASSES, read_classes
+from utils.data.lists import read_classes
+from utils.layout import ANNOTATION_FILES, DEFAULT_CLASSES
 from utils.inference.bulk import UNCERTAIN, CsvPredictions, sort_into, write_new
 from utils.inference.classifier import Classifier
 from utils.cli import ArgumentParser, UserError, run, warn

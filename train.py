@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import nets
 from utils.data import augment
-from utils.data.annotation import ANNOTATION_FILES, DEFAULT_CLASSES
+from utils.layout import ANNOTATION_FILES, DEFAULT_CLASSES
 from utils.cli import default_workers, run
 from utils.settings import above, at_least, between, parse, setting
 from utils.model.execution import AMP_MODES

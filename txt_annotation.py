@@ -17,11 +17,12 @@ import os
 from pathlib import Path
 
 from utils.data import cifar10
-from utils.data.annotation import DEFAULT_CLASSES, prepare_annotations
+from utils.data.prepare import prepare_annotations
+from utils.layout import DEFAULT_CLASSES
 from utils.data.splits import MAX_FRACTION
 from utils.cli import ArgumentParser, UserError, default_workers, run
-from utils.data.importing import (DEFAULT_MAX_RATIO, RATIO_ENV, has_dataset, held_origin,
-                                  import_dataset, origin_of)
+from utils.data.archives import DEFAULT_MAX_RATIO, RATIO_ENV
+from utils.data.importing import has_dataset, held_origin, import_dataset, origin_of
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

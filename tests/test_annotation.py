@@ -7,7 +7,7 @@ import pytest
 
 from tests.helpers import (COLOURS, assert_clean_error, make_dataset, make_image, run_script,
                            snapshot)
-from utils.data.annotation import read_annotation, read_classes, write_annotation
+from utils.data.lists import read_annotation, read_classes, write_annotation
 from utils.cli import UserError
 
 

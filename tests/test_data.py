@@ -9,7 +9,8 @@ import torch
 
 from tests.helpers import COLOURS, make_dataset, make_image
 from utils.data import batches as data
-from utils.data.annotation import read_annotation, write_annotation
+from utils.data import cache
+from utils.data.lists import read_annotation, write_annotation
 from utils.data.batches import Loading, make_batches
 from utils.data.preprocess import Geometry
 
@@ -58,8 +59,8 @@ def test_cache_and_stream_give_the_same_pixels(annotated, tmp_path, train):
 
 def test_cache_is_decoded_once_and_reused(annotated, tmp_path, monkeypatch):
     decoded = []
-    load = data.load_or_warn
-    monkeypatch.setattr(data, "load_or_warn", lambda path: decoded.append(path) or load(path))
+    load = cache.load_or_warn
+    monkeypatch.setattr(cache, "load_or_warn", lambda path: decoded.append(path) or load(path))
     first = batches(annotated, train=False, cache=True, cache_dir=tmp_path / "c")
     assert len(decoded) == 8
     second = batches(annotated, train=False, cache=True, cache_dir=tmp_path / "c")

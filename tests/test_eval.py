@@ -15,7 +15,7 @@ import nets
 from tests import test_metrics as case
 from tests.helpers import assert_clean_error, make_dataset, run_script
 from tests.test_predict import make_checkpoint
-from utils.data.annotation import write_annotation, write_classes
+from utils.data.lists import write_annotation, write_classes
 from utils.model.checkpoint import load_checkpoint, save_checkpoint
 from utils.cli import UserError
 from utils.model.execution import Execution

@@ -19,7 +19,7 @@ from PIL import Image
 
 import eval as eval_script  # the top-level eval.py, not the builtin
 import nets
-from utils.data.annotation import write_annotation, write_classes
+from utils.data.lists import write_annotation, write_classes
 from utils.model.checkpoint import save_checkpoint
 
 CLASSES = ["red", "green", "blue"]

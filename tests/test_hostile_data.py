@@ -21,10 +21,11 @@ from PIL import Image
 from tests.helpers import (COLOURS, ROOT, assert_clean_error, make_dataset, make_image,
                            run_script, snapshot)
 from utils.data import importing as dataset_import
-from utils.data.annotation import (check_images, read_annotation, read_classes, scan_splits,
-                              write_classes)
+from utils.data.checks import check_images
+from utils.data.lists import read_annotation, read_classes, write_classes
+from utils.data.scan import scan_splits
 from utils.cli import UserError
-from utils.data.batches import _cache_key
+from utils.data.cache import _cache_key
 from utils.data.image import ImageError, load_image
 from utils.names import class_name_problem, name_problem, shown
 from utils.data.preprocess import resize_cover

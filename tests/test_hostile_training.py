@@ -20,6 +20,7 @@ from tests.test_predict import make_checkpoint
 from tests.test_train import FAST
 from utils.model import checkpoint
 from utils.data import batches as data
+from utils.data import cache
 from utils.train import loop as trainer
 from utils.model.checkpoint import load_checkpoint, save_checkpoint
 from utils.cli import UserError
@@ -144,7 +145,7 @@ def test_a_decode_cache_that_cannot_be_written_leaves_nothing_and_data_still_flo
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(data.np, "save", full)
+    monkeypatch.setattr(cache.np, "save", full)
     samples = [(0, str(p)) for p in sorted((project / "datasets/train/red").iterdir())]
     batches = data.make_batches(samples, data.Geometry((16, 16)), 4, train=False,
                                 device=torch.device("cpu"), source="red.txt",

@@ -21,7 +21,7 @@ from tests.helpers import ROOT, assert_clean_error, listed, make_dataset, run_sc
 from tests.test_predict import CLASSES, make_checkpoint, run_json
 from utils.inference import onnx_cache
 from utils.inference import onnx_export
-from utils.data.annotation import write_classes
+from utils.data.lists import write_classes
 from utils.model.checkpoint import load_checkpoint, save_checkpoint
 from utils.inference.classifier import Classifier, choose_runtime
 from utils.cli import UserError

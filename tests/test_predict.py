@@ -20,7 +20,7 @@ from PIL import Image
 import nets
 import predict
 from tests.helpers import assert_clean_error, make_dataset, make_image, run_script, snapshot
-from utils.data.annotation import write_classes
+from utils.data.lists import write_classes
 from utils.model.checkpoint import save_checkpoint
 from utils.inference.classifier import Classifier
 from utils.cli import UserError

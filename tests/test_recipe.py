@@ -233,11 +233,11 @@ def test_time_to_accuracy_budgets_must_be_positive_seconds(budget, tmp_path):
 
 
 def test_the_announced_duration_leaves_out_the_slow_first_step(monkeypatch):
-    from utils.train import loop as trainer
+    from utils.train import clock as run_clock
 
     now = [0.0]
-    monkeypatch.setattr(trainer.time, "perf_counter", lambda: now[0])
-    clock = trainer._Clock(epochs=10)
+    monkeypatch.setattr(run_clock.time, "perf_counter", lambda: now[0])
+    clock = run_clock.RunClock(epochs=10)
     now[0] = 5.0  # set-up and a slow first step (1 of 10 in the epoch)
     clock.start(0.1)
     assert not clock.announce(0.1)

@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import (COLOURS, assert_clean_error, listed, make_dataset, make_image,
                            run_script)
-from utils.data.annotation import read_annotation, write_annotation
+from utils.data.lists import read_annotation, write_annotation
 from utils.cli import UserError
 from utils.data.splits import held_out_counts
 

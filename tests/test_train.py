@@ -133,7 +133,7 @@ def test_torchrun_two_processes_match_single_process_eval(project):
     assert [p.name for p in (project / "logs").iterdir()] == ["ddp"]
     row = read_metrics(project / "logs" / "ddp")[0]
 
-    from utils.data.annotation import read_annotation
+    from utils.data.lists import read_annotation
     from utils.model.checkpoint import build_model, check_checkpoint
     from utils.data.batches import Loading, make_batches
     from utils.evaluation.scoring import evaluate

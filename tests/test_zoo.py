@@ -39,7 +39,7 @@ from tests.helpers import (COLOURS, make_dataset, make_image, run_script, snapsh
                            working_directory)
 from tests.test_predict import make_checkpoint
 from tests.test_train import FAST
-from utils.data.annotation import read_annotation
+from utils.data.lists import read_annotation
 from utils.model.checkpoint import load_checkpoint, save_checkpoint
 
 CLASSES = ["blue", "green", "red"]

@@ -17,19 +17,14 @@ link or a device file aborts the whole import.  A folder is held to the same rul
 hold regular files and folders only (a link could copy in ``/etc/passwd``, or loop).
 Hidden files are skipped.  Files are copied byte for byte.
 
-Size: the bytes actually written are counted (an archive's declared sizes can lie), plus
-4 KiB per file and folder (what an empty file still costs).  An archive may unpack to at
-most ``max_ratio`` times its own size (:data:`DEFAULT_MAX_RATIO`, or ``$DATASET_MAX_RATIO``,
-or ``txt_annotation.py --max-ratio``; at least 64 MiB whatever the ratio), which stops zip
-bombs, and any import must leave room on the target's disk (see :class:`_Budget`).  Either
-limit is one clear error, and the target is left as it was.
+Archives are unpacked by :mod:`utils.data.archives`, which vets every member and counts
+every byte, and any import must leave room on the disk.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import re
 import shutil
 import stat
 import tarfile
@@ -40,21 +35,13 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 from utils.cli import UserError
+from utils.data.archives import (BLOCK, Budget, extract_tar, extract_zip,
+                                  max_ratio_setting, write_file)
 from utils.fileio import write_atomic
+from utils.layout import DATASETS, SPLITS
 from utils.names import class_name_problem, same_names, shown
 
-#: The split folders a dataset may have; ``train/`` is the one it must have.
-SPLITS = ("train", "val", "test")
 _IGNORED_TOP_LEVEL = {"__MACOSX"}  # resource forks added by macOS's "Compress"
-
-#: How many times its own size an archive may unpack to.  Photos and PNGs barely compress
-#: and even uncompressed BMP/TIFF datasets stay far below; a zip bomb is 1,000x and more.
-DEFAULT_MAX_RATIO = 100.0
-RATIO_ENV = "DATASET_MAX_RATIO"
-_RATIO_FLOOR = 64 * 2**20  # small archives of flat images may compress well: no bomb
-_BLOCK = 4096  # each file or folder takes at least a block on disk
-_RESERVE = 2**30  # free space an import leaves on the disk (at most; 10% of what is free)
-_RESERVE_FILES = 100_000  # free inodes it leaves, likewise
 
 
 def has_dataset(target: str | os.PathLike) -> bool:
@@ -193,7 +180,7 @@ def _swap_in(staging: Path, target: Path) -> None:
 # Importing a folder or an archive
 
 
-def import_dataset(source: str | os.PathLike, target: str | os.PathLike = "datasets",
+def import_dataset(source: str | os.PathLike, target: str | os.PathLike = DATASETS,
                    replace: bool = False, max_ratio: float | None = None) -> None:
     """Copy the dataset in folder or archive ``source`` into ``target`` (see module notes).
 
@@ -212,69 +199,6 @@ def import_dataset(source: str | os.PathLike, target: str | os.PathLike = "datas
     print(f"imported {shown(source)} into {target}/ ({', '.join(splits)})")
 
 
-def max_ratio_setting() -> float:
-    """The archive expansion limit: ``$DATASET_MAX_RATIO`` if set, else the default."""
-    value = os.environ.get(RATIO_ENV)
-    if not value:
-        return DEFAULT_MAX_RATIO
-    try:
-        ratio = float(value)
-    except ValueError:
-        ratio = float("nan")
-    if not ratio > 0 or ratio == float("inf"):
-        raise UserError(f"{RATIO_ENV}={value!r} is not a positive number")
-    return ratio
-
-
-class _Budget:
-    """Bytes and files an import may still write; going past either is a one-line refusal.
-
-    The disk of ``target`` must keep 10% of its free space and free files (inodes), at most
-    1 GiB and 100,000; an archive (``ratio`` given) may also write at most ``ratio`` times
-    its size, and at least 64 MiB whatever the ratio.
-    """
-
-    def __init__(self, source: Path, target: Path, ratio: float | None):
-        usage, vfs = shutil.disk_usage(target), os.statvfs(target)
-        self.room = usage.free - min(_RESERVE, usage.free // 10)
-        # File systems that do not count inodes (btrfs, ...) report none at all.
-        self.files_room = (vfs.f_favail - min(_RESERVE_FILES, vfs.f_favail // 10)
-                           if vfs.f_files else None)
-        self.limit, self.bomb = self.room, None
-        if ratio is not None:
-            bound = max(_RATIO_FLOOR, int(ratio * source.stat().st_size))
-            if bound < self.limit:
-                self.limit, self.bomb = bound, ratio
-        self.source, self.target = source, target
-        self.used, self.files = 0, 0
-
-    def spend(self, nbytes: int, files: int = 0) -> None:
-        """Count ``nbytes`` and ``files`` more; refuse once past a limit."""
-        self.used += nbytes
-        self.files += files
-        self.check(self.used, self.files)
-
-    def check(self, nbytes: int, files: int) -> None:
-        """Refuse now if ``nbytes`` and ``files`` in all would be past a limit."""
-        if nbytes > self.limit:
-            if self.bomb is not None:
-                raise UserError(f"refused archive {shown(self.source)}: it unpacks to more "
-                                f"than {_size(self.limit)}, over {self.bomb:g} times its size "
-                                f"(a zip bomb?); if it is genuine, raise the limit with "
-                                f"--max-ratio N or {RATIO_ENV}=N")
-            raise UserError(f"cannot import {shown(self.source)}: it needs more than "
-                            f"{_size(self.room)} and the disk of {self.target}/ cannot spare "
-                            f"more: free some space")
-        if self.files_room is not None and files > self.files_room:
-            raise UserError(f"cannot import {shown(self.source)}: it holds more than "
-                            f"{self.files_room:,} files and folders, more than the disk of "
-                            f"{self.target}/ can spare")
-
-
-def _size(nbytes: int) -> str:
-    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
-
-
 def _builder(source: Path, target: Path, ratio: float) -> Callable[[Path], None]:
     """The function that fills a staging folder from ``source``."""
     if source.is_dir():
@@ -285,16 +209,16 @@ def _builder(source: Path, target: Path, ratio: float) -> Callable[[Path], None]
         def copy(staging: Path) -> None:
             root, splits = _dataset_root(source)
             files = _vet_folder(root, splits)  # everything refused before anything is copied
-            budget = _Budget(source, target, None)
-            budget.check(sum(size + _BLOCK for _, size in files), len(files))
+            budget = Budget(source, target, None)
+            budget.check(sum(size + BLOCK for _, size in files), len(files))
             into = staging if splits else staging / "train"
             for relative, _ in files:  # counted again: a file may grow meanwhile
                 _copy(root / relative, into.joinpath(*relative.parts), budget)
         return copy
     if zipfile.is_zipfile(source):
-        extract = _extract_zip
+        extract = extract_zip
     elif source.is_file() and _is_tar(source):
-        extract = _extract_tar
+        extract = extract_tar
     elif not source.exists():
         raise UserError(f"--from {shown(source)}: no such file or folder")
     else:
@@ -302,7 +226,7 @@ def _builder(source: Path, target: Path, ratio: float) -> Callable[[Path], None]
                         f"archive")
 
     def unpack(staging: Path) -> None:
-        extract(source, staging / "extracted", _Budget(source, target, ratio))
+        extract(source, staging / "extracted", Budget(source, target, ratio))
         root, splits = _dataset_root(staging / "extracted", name=source)
         if not splits:
             os.rename(root, staging / "train")
@@ -389,7 +313,7 @@ def _refuse_entry(root: Path, path: Path, kind: str) -> NoReturn:
                     f"files and folders are imported)")
 
 
-def _copy(src: Path, dst: Path, budget: _Budget) -> None:
+def _copy(src: Path, dst: Path, budget: Budget) -> None:
     """Copy one vetted file, never through a link or pipe that appeared since it was vetted."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
@@ -399,86 +323,6 @@ def _copy(src: Path, dst: Path, budget: _Budget) -> None:
     with open(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise UserError(f"cannot import {shown(src)}: it is no longer a regular file")
-        _write_file(dst, f, budget)
+        write_file(dst, f, budget)
 
 
-def _write_file(dst: Path, src, budget: _Budget) -> None:
-    """Copy the stream ``src`` into the new file ``dst``, counting every byte written."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    budget.spend(_BLOCK, files=1)
-    with open(dst, "wb") as out:
-        while chunk := src.read(2**20):
-            budget.spend(len(chunk))
-            out.write(chunk)
-
-
-# Archives: every member is vetted before it is written, and only inside ``dest``; a refusal
-# aborts the import, whose staging folder is then removed.
-
-
-def _member_parts(name: str, archive: Path) -> list[str]:
-    """Path components of an archive member, refusing any that would escape the target."""
-    posix = name.replace("\\", "/")  # Windows tools sometimes write backslashes
-    parts = [p for p in posix.split("/") if p not in ("", ".")]
-    if posix.startswith("/") or re.match(r"[A-Za-z]:", posix) or ".." in parts:
-        raise UserError(f"refused archive {shown(archive)}: member {name!r} would be written "
-                        f"outside the dataset folder (absolute path or '..')")
-    return parts
-
-
-def _refuse(archive: Path, name: str, kind: str) -> NoReturn:
-    raise UserError(f"refused archive {shown(archive)}: member {name!r} is a {kind} (only "
-                    f"regular files and folders are allowed)")
-
-
-def _write_member(dest: Path, parts: list[str], is_dir: bool, open_member,
-                  budget: _Budget) -> None:
-    path = dest.joinpath(*parts)
-    if is_dir:
-        budget.spend(_BLOCK, files=1)
-        path.mkdir(parents=True, exist_ok=True)
-        return
-    with open_member() as src:
-        _write_file(path, src, budget)
-
-
-def _extract_tar(archive: Path, dest: Path, budget: _Budget) -> None:
-    dest.mkdir()
-    # One streaming pass: a 60,000-member archive is decompressed once, not twice.
-    with tarfile.open(archive, "r|*") as tar:
-        for member in tar:
-            parts = _member_parts(member.name, archive)
-            if member.issym() or member.islnk():
-                _refuse(archive, member.name, "link")
-            if not (member.isfile() or member.isdir()):
-                _refuse(archive, member.name, "device or special file")
-            if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12: a second line of defence
-                try:
-                    tarfile.data_filter(member, str(dest))
-                except tarfile.FilterError as exc:
-                    raise UserError(f"refused archive {shown(archive)}: {exc}") from None
-            if parts:
-                _write_member(dest, parts, member.isdir(), lambda: tar.extractfile(member),
-                              budget)
-
-
-def _extract_zip(archive: Path, dest: Path, budget: _Budget) -> None:
-    dest.mkdir()
-    with zipfile.ZipFile(archive) as zf:
-        members = []
-        for info in zf.infolist():  # the central directory: vet every member first
-            mode = info.external_attr >> 16  # Unix mode bits, when a Unix tool wrote the zip
-            if stat.S_ISLNK(mode):
-                _refuse(archive, info.filename, "link")
-            if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
-                _refuse(archive, info.filename, "device or special file")
-            if info.flag_bits & 0x1:
-                raise UserError(f"cannot import {shown(archive)}: member "
-                                f"{info.filename!r} is encrypted")
-            members.append((info, _member_parts(info.filename, archive)))
-        # The declared sizes: a bomb that admits its size is refused before anything is
-        # written (one that lies is stopped by the count while writing).
-        budget.check(sum(info.file_size + _BLOCK for info, _ in members), len(members))
-        for info, parts in members:
-            if parts:
-                _write_member(dest, parts, info.is_dir(), lambda: zf.open(info), budget)

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 import numpy as np
 from PIL import Image
 
-from utils.data.annotation import DEFAULT_CLASSES, read_classes
+from utils.data.lists import read_classes
+from utils.layout import DEFAULT_CLASSES
 from utils.cli import UserError, warn
 from utils.inference.onnx_runtime import is_onnx_path, load_onnx
 from utils.data.preprocess import eval_array

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from utils.data.annotation import read_annotation, read_classes
+from utils.data.lists import read_annotation, read_classes
 from utils.cli import UserError, default_workers
 from utils.data.batches import Loading, make_batches
 from utils.evaluation.scoring import evaluate_logits

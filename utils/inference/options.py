@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from utils.data.annotation import DEFAULT_CLASSES
+from utils.layout import DEFAULT_CLASSES
 from utils.inference.classifier import RUNTIMES, TTA_MODES, Classifier
 from utils.cli import UserError
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from utils.model import checkpoint as ckpt_io
-from utils.data.annotation import read_classes
+from utils.data.lists import read_classes
 from utils.cli import UserError
 from utils.model.execution import Execution
 from utils.model.spec import ModelSpec

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -42,7 +41,9 @@ from utils.model.spec import ModelSpec
 from utils.train.optim import make_optimizer, make_scheduler, scaled_lr
 from utils.evaluation.report import Report
 from utils.train.run_log import RunLog
+from utils.train.clock import RunClock, duration
 from utils.train.state import TrainState
+from utils.train.steps import Phase, plan_phases, train_step
 
 LOG_EVERY = 25  # steps between host syncs for the progress bar
 #: Epochs of at most this many steps end by re-measuring the BatchNorm statistics: their
@@ -51,79 +52,6 @@ LOG_EVERY = 25  # steps between host syncs for the progress bar
 SHORT_EPOCH_STEPS = 50
 #: Images the re-measurement looks at (enough for a mean and variance per channel).
 RECALIBRATION_IMAGES = 512
-
-
-@dataclass(frozen=True)
-class Phase:
-    """A span of epochs ``[start, end)`` trained with one batch size."""
-
-    name: str
-    start: int
-    end: int
-    batch_size: int
-
-
-def plan_phases(cfg) -> list[Phase]:
-    """The freeze phase (if any) then the unfreeze phase, covering ``cfg.epochs``."""
-    freeze = min(cfg.freeze_epochs, cfg.epochs)
-    phases = [Phase("freeze", 0, freeze, cfg.freeze_batch_size)] if freeze else []
-    if cfg.epochs > freeze:
-        phases.append(Phase("unfreeze", freeze, cfg.epochs, cfg.batch_size))
-    return phases
-
-
-def train_step(model, images, labels, augment, optimizer, scaler, execution: Execution,
-               label_smoothing: float = 0.0, class_weights: torch.Tensor | None = None):
-    """One optimisation step on a batch of base-form uint8 images already on the device.
-
-    Returns the (float32) loss and logits, still on the device: reading them is the
-    caller's choice, so steps need not wait for each other.
-    """
-    x = execution.inputs(augment(images))
-    with execution.autocast():
-        logits = model(x)
-    loss = F.cross_entropy(logits.float(), labels, weight=class_weights,
-                           label_smoothing=label_smoothing)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    return loss, logits
-
-
-def measure_speed(model: torch.nn.Module, spec: ModelSpec, execution: Execution,
-                  batch_size: int, augment: BatchAugment) -> tuple[float, float]:
-    """Seconds per image of a training step and of an evaluation pass, timed on a copy of
-    ``model`` with random images (the weights and statistics of ``model`` are untouched)."""
-    import copy
-
-    model = copy.deepcopy(model)
-    images = torch.randint(0, 256, (batch_size, 3, *spec.geometry.base), dtype=torch.uint8,
-                           device=execution.device)
-    labels = torch.randint(0, spec.num_classes, (batch_size,), device=execution.device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    scaler = torch.amp.GradScaler(execution.device.type, enabled=False)
-
-    def timed(step, calls: int) -> float:
-        for _ in range(2):  # warm-up: allocations, kernel selection
-            step()
-        if execution.device.type == "cuda":
-            torch.cuda.synchronize(execution.device)
-        start = time.perf_counter()
-        for _ in range(calls):
-            step()
-        if execution.device.type == "cuda":
-            torch.cuda.synchronize(execution.device)
-        return (time.perf_counter() - start) / (calls * batch_size)
-
-    model.train()
-    train = timed(lambda: train_step(model, images, labels, augment, optimizer, scaler,
-                                     execution), 4)
-    model.eval()
-    with torch.inference_mode():
-        evaluation = timed(lambda: execution.logits(model, images[:, :, :spec.input_shape[0],
-                                                                :spec.input_shape[1]]), 3)
-    return train, evaluation
 
 
 @dataclass
@@ -172,7 +100,7 @@ class Trainer:
         self.augment = BatchAugment(spec.input_shape, nets.is_small_input(spec.input_shape),
                                     cfg.augment, cfg.cutout)
         self.first_epoch = state.epoch
-        self.clock = _Clock(cfg.epochs - state.epoch)
+        self.clock = RunClock(cfg.epochs - state.epoch)
 
     # ---------------------------------------------------------------- loop
     def fit(self) -> dict | None:
@@ -456,7 +384,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss_sum / count:.4f}", acc=f"{correct / count:.3f}",
                                 lr=f"{run.optimizer.param_groups[0]['lr']:.4g}",
                                 img_s=f"{count * self.dist.world_size / elapsed:.0f}",
-                                run_eta=_duration(eta))
+                                run_eta=duration(eta))
         elapsed = time.perf_counter() - t0
         totals = self.dist.all_reduce(torch.cat([sums, sums.new_tensor([count])]))
         loss_sum, correct, count = totals.tolist()
@@ -465,10 +393,10 @@ class Trainer:
 
     def _print_eta(self, seconds: float) -> None:
         """The time the run still needs, from its first steps; a warning when it takes hours."""
-        tqdm.write(f"about {_duration(seconds)} more for this run's {self.cfg.epochs} epoch(s), "
+        tqdm.write(f"about {duration(seconds)} more for this run's {self.cfg.epochs} epoch(s), "
                    "from its first steps (the bar's run_eta keeps it current)")
         if seconds > 3600 and self.execution.device.type == "cpu":
-            warn(f"this run will take about {_duration(seconds)} on this CPU: fewer --epochs, "
+            warn(f"this run will take about {duration(seconds)} on this CPU: fewer --epochs, "
                  "a smaller --input-shape or --patience shortens it")
 
     # ---------------------------------------------------------------- checkpoints
@@ -489,50 +417,3 @@ class Trainer:
         if state.best_epoch == state.epoch:
             save_checkpoint(ckpt, self.run_dir / "best.pth")
         save_checkpoint(ckpt, self.run_dir / "last.pth")
-
-
-
-class _Clock:
-    """The time left in a run, from the share of its epochs done (evaluation included)."""
-
-    #: The run's duration is printed once the first epoch ends or this many seconds of it
-    #: have passed, whichever comes first.
-    ANNOUNCE_AFTER = 15.0
-
-    def __init__(self, epochs: int):
-        self.epochs, self.done = max(epochs, 1), 0
-        self.started, self.offset, self.announced = None, 0.0, False
-
-    def start(self, epoch_fraction: float) -> None:
-        """Start once the run's first step is done: set-up (the decode cache) and the first
-        steps' allocations do not repeat, and timing them made a 2-minute run announce 7."""
-        if self.started is None:
-            self.started, self.offset = time.perf_counter(), self.done + epoch_fraction
-
-    def epoch_done(self) -> None:
-        self.done += 1
-
-    def eta(self, epoch_fraction: float) -> float:
-        """Seconds left, when the current epoch is ``epoch_fraction`` done."""
-        if self.started is None:
-            return 0.0
-        elapsed = time.perf_counter() - self.started
-        progress = self.done + epoch_fraction - self.offset
-        return elapsed / progress * (self.epochs - self.done - epoch_fraction) \
-            if progress > 0 else 0.0
-
-    def announce(self, epoch_fraction: float) -> bool:
-        """Whether to print the run's duration now (once per run)."""
-        position = self.done + epoch_fraction
-        if self.announced or self.started is None or position <= self.offset:
-            return False
-        self.announced = position >= 1.0 or \
-            time.perf_counter() - self.started >= self.ANNOUNCE_AFTER
-        return self.announced
-
-
-def _duration(seconds: float) -> str:
-    minutes = round(seconds / 60)
-    if minutes < 1:
-        return f"{seconds:.0f} s"
-    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"

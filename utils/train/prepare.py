@@ -24,7 +24,7 @@ import torch
 import nets
 from utils import distributed
 from utils.train import recipe
-from utils.data.annotation import read_annotation, read_classes
+from utils.data.lists import read_annotation, read_classes
 from utils.model.checkpoint import load_checkpoint, read_weights, transfer_from_file
 from utils.cli import UserError, warn
 from utils.settings import from_dict, to_dict
@@ -33,7 +33,8 @@ from utils.model.execution import Execution
 from utils.fileio import write_atomic
 from utils.model.spec import ModelSpec
 from utils.data.augment import BatchAugment
-from utils.train.loop import Trainer, measure_speed, plan_phases
+from utils.train.loop import Trainer
+from utils.train.steps import measure_speed, plan_phases
 from utils.train.state import TrainState
 
 #: Where and how fast a run executes, not what it computes: a resume may change these.

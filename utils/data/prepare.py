@@ -1,0 +1,150 @@
+"""From dataset folders to annotation files: scan, check, hold out, count, write.
+
+``txt_annotation.py`` calls :func:`prepare_annotations` on ``datasets/`` after any import.
+Without a ``val/`` (or ``test/``) folder, that set is carved out of ``train/``
+(:mod:`utils.data.splits`).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+
+from utils.cli import UserError, warn
+from utils.data import splits
+from utils.data.image import IMAGE_EXTENSIONS
+from utils.data.checks import check_images
+from utils.data.lists import write_annotations
+from utils.data.scan import SplitScan, find_classes, scan_splits
+from utils.layout import ANNOTATION_FILES, CACHE_DIR, DATASETS, DEFAULT_CLASSES, SPLITS
+from utils.names import shown
+
+#: Largest / smallest training class above which the import suggests class weights.
+IMBALANCE_WARNING = 3.0
+
+
+def prepare_annotations(datasets: str | os.PathLike = DATASETS,
+                        classes_file: str | os.PathLike = DEFAULT_CLASSES,
+                        out_dir: str | os.PathLike = ".", workers: int = 1,
+                        val_fraction: float = 0.1, test_fraction: float = 0.1,
+                        seed: int = 0) -> None:
+    """Scan ``datasets/{train,val,test}``, check every image, write the class list and lists.
+
+    ``val/`` and ``test/`` are optional: a missing (or image-less) one is carved out of
+    ``train/``, ``val_fraction`` / ``test_fraction`` of each class (:mod:`utils.data.splits`,
+    stable across re-runs).  Unusable images are skipped with one warning each (path +
+    reason) and a count per class and split is printed, with the class imbalance.  Files
+    are only rewritten when their content changes, so a re-run on the same data touches
+    nothing.  Verdicts are cached in ``<out_dir>/.cache/`` to keep re-runs fast.
+    """
+    datasets, out_dir = Path(datasets), Path(out_dir)
+    train_dir = datasets / "train"
+    if not train_dir.is_dir():
+        raise UserError(f"{train_dir}/ not found: put images in {train_dir}/<class>/ (and "
+                        f"optionally {datasets}/val/<class>/ and {datasets}/test/<class>/), "
+                        "or run `python txt_annotation.py --cifar10` (or `--from PATH`)")
+    classes = find_classes(train_dir)
+    if not classes:
+        raise UserError(f"{train_dir}/ has no class folders: put each class's images "
+                        f"in {train_dir}/<class>/")
+    folders = {split: datasets / split for split in SPLITS if (datasets / split).is_dir()}
+    scans = scan_splits(folders)
+    for split in ("val", "test"):
+        strays = sorted(set(scans.get(split, SplitScan()).images) - set(classes))
+        if strays:
+            raise UserError(f"{split} class {', '.join(map(repr, strays))} has no folder in "
+                            f"{train_dir}/ (the class list comes from the train folders)")
+    ignored = [path for scan in scans.values() for path in scan.ignored]
+    if ignored:
+        listed = ", ".join(map(shown, ignored[:3])) + (", ..." if len(ignored) > 3 else "")
+        warn(f"ignored {len(ignored)} file(s) without an image extension ({listed}); "
+             f"images must end in {', '.join(IMAGE_EXTENSIONS)}")
+
+    unusable = {path: why for scan in scans.values() for path, why in scan.unusable.items()}
+    every = [p for scan in scans.values() for files in scan.images.values() for p in files
+             if p not in unusable]
+    problems = {**unusable, **check_images(every, workers,
+                                           cache_file=out_dir / CACHE_DIR / "image-checks.json")}
+    for path, reason in problems.items():
+        warn(f"skipped {shown(path)}: {reason}")
+    usable = {split: {name: [p for p in scan.images.get(name, []) if p not in problems]
+                      for name in classes} for split, scan in scans.items()}
+    skipped = {name: sum(p in problems for scan in scans.values()
+                         for p in scan.images.get(name, [])) for name in classes}
+
+    sources = {"train": f"{train_dir}/"}
+    carved = {}  # the held-out sets without images of their own, test first
+    for split, fraction in (("test", test_fraction), ("val", val_fraction)):
+        if not any(usable.get(split, {}).values()):
+            carved[split] = fraction
+            if split in folders and fraction > 0:
+                warn(f"{folders[split]}/ has no usable images: held out {fraction:.0%} of each "
+                     f"class of {train_dir}/ as the {split} set instead")
+            sources[split] = (f"{fraction:.0%} of each class of {train_dir}/ (no images in "
+                              f"{datasets / split}/; --{split}-fraction {fraction:g})"
+                              if fraction > 0 else f"none (no images in {datasets / split}/ "
+                              f"and --{split}-fraction 0)")
+            continue
+        sources[split] = f"{folders[split]}/"
+        for name in classes:
+            if split == "val" and (folders[split] / name).is_dir() and not usable[split][name]:
+                raise UserError(f"{folders[split] / name}/ has no usable images: add some, or "
+                                f"remove the folder to validate without {name!r}")
+    if carved:
+        for split in carved:
+            usable[split] = {}
+        for name in classes:
+            usable["train"][name], held = splits.carve(usable["train"][name], carved, seed,
+                                                       train_dir)
+            for split, paths in held.items():
+                usable[split][name] = paths
+
+    counts = {name: [len(usable[split][name]) for split in SPLITS] + [skipped[name]]
+              for name in classes}
+    _print_counts(counts)
+    for split in SPLITS:
+        print(f"{split:<5} images: {sources[split]}")
+    _warn_about_counts(counts, classes, train_dir, val_fraction)
+    for column, split in enumerate(SPLITS[1:], 1):
+        if split in folders and split not in carved:
+            for name in classes:
+                if not counts[name][column]:
+                    warn(f"class {name!r} has no usable images in {folders[split] / name}/: "
+                         f"it is not in {ANNOTATION_FILES[split]}")
+    if not any(usable["train"].values()):
+        raise UserError(f"no usable training images in {train_dir}/")
+
+    samples = {split: [(class_id, path) for class_id, name in enumerate(classes)
+                       for path in usable[split][name]] for split in SPLITS}
+    write_annotations(classes, samples, classes_file, out_dir)
+
+
+def _warn_about_counts(counts: dict[str, list[int]], classes: Sequence[str], train_dir: Path,
+                       val_fraction: float) -> None:
+    """Empty classes, classes too small to validate, and class imbalance."""
+    for name in classes:
+        train, val, test, _ = counts[name]
+        if train == 0:
+            warn(f"class {name!r} has no usable images in {train_dir / name}/: there is "
+                 "nothing to learn it from")
+        elif train == 1 and val == 0 and val_fraction > 0:
+            warn(f"class {name!r} has 1 usable training image: kept for training, none held "
+                 "out to validate it (add images)")
+    trained = {name: counts[name][0] for name in classes if counts[name][0]}
+    if len(set(trained.values())) > 1:
+        largest, smallest = max(trained, key=trained.get), min(trained, key=trained.get)
+        ratio = trained[largest] / trained[smallest]
+        print(f"imbalance: {largest!r} has {ratio:.1f}x the training images of {smallest!r}")
+        if ratio >= IMBALANCE_WARNING:
+            warn(f"classes are imbalanced ({ratio:.1f}x): top-1 favours the large classes; "
+                 "watch mean recall, and consider `train.py --class-weights auto`")
+
+
+def _print_counts(counts: dict[str, list[int]]) -> None:
+    """The per-class table: usable train / val / test images and skipped files."""
+    width = max(len("class"), *map(len, counts))
+    rows = [*counts.items(), ("total", [sum(column) for column in zip(*counts.values())])]
+    print(f"{'class':<{width}}  " + "  ".join(f"{h:>7}" for h in (*SPLITS, "skipped")))
+    for name, numbers in rows:
+        print(f"{name:<{width}}  " + "  ".join(f"{n:>7}" for n in numbers))

@@ -1,0 +1,50 @@
+"""How long a run still needs, measured from its own steps."""
+from __future__ import annotations
+
+import time
+
+
+class RunClock:
+    """The time left in a run, from the share of its epochs done (evaluation included)."""
+
+    #: The run's duration is printed once the first epoch ends or this many seconds of it
+    #: have passed, whichever comes first.
+    ANNOUNCE_AFTER = 15.0
+
+    def __init__(self, epochs: int):
+        self.epochs, self.done = max(epochs, 1), 0
+        self.started, self.offset, self.announced = None, 0.0, False
+
+    def start(self, epoch_fraction: float) -> None:
+        """Start once the run's first step is done: set-up (the decode cache) and the first
+        steps' allocations do not repeat, and timing them made a 2-minute run announce 7."""
+        if self.started is None:
+            self.started, self.offset = time.perf_counter(), self.done + epoch_fraction
+
+    def epoch_done(self) -> None:
+        self.done += 1
+
+    def eta(self, epoch_fraction: float) -> float:
+        """Seconds left, when the current epoch is ``epoch_fraction`` done."""
+        if self.started is None:
+            return 0.0
+        elapsed = time.perf_counter() - self.started
+        progress = self.done + epoch_fraction - self.offset
+        return elapsed / progress * (self.epochs - self.done - epoch_fraction) \
+            if progress > 0 else 0.0
+
+    def announce(self, epoch_fraction: float) -> bool:
+        """Whether to print the run's duration now (once per run)."""
+        position = self.done + epoch_fraction
+        if self.announced or self.started is None or position <= self.offset:
+            return False
+        self.announced = position >= 1.0 or \
+            time.perf_counter() - self.started >= self.ANNOUNCE_AFTER
+        return self.announced
+
+
+def duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return f"{seconds:.0f} s"
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
