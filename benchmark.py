@@ -129,7 +129,7 @@ class PilDataset(Dataset):
         self.samples = samples
         shape = spec.input_shape
         crop = (v2.RandomCrop(shape, padding=max(1, round(min(shape) / 8)))
-                if nets.is_small_input(shape) else v2.RandomResizedCrop(shape))
+                if spec.small_input else v2.RandomResizedCrop(shape))
         self.transform = v2.Compose([
             crop if train else v2.Resize(shape), v2.RandomHorizontalFlip(),
             v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
@@ -314,7 +314,7 @@ def main(argv=None) -> int:
     check_batch_size(args.batch_size, read(args.data), args.data)
     ctx = {
         "device": device, "spec": spec, "execution": execution,
-        "augment": BatchAugment(spec.input_shape, nets.is_small_input(spec.input_shape)),
+        "augment": BatchAugment(spec.input_shape, spec.small_input),
         "model": execution.prepare(model),
         "samples": read,
         "train_batches": lambda: make_batches(read(args.data), spec.geometry, args.batch_size,

@@ -9,84 +9,34 @@ ResNets use torchvision's parameter names, so its ImageNet weights load key-for-
 
 This package depends on torch alone: bad arguments raise ``ValueError`` / ``KeyError`` (the
 scripts turn them into one-line errors) and weight files are read by the caller.
+
+Importing it does not import torch: the input-size rules (:mod:`nets.geometry`) and the
+pretrained configs (:mod:`nets.registry`) serve torch-free inference (an ``.onnx`` model's
+description), and torch loads with the first use of a network or weights.
 """
 from __future__ import annotations
 
-import re
-import sys
+import importlib
 
-from torch import nn
+from nets.geometry import MAX_INPUT, MIN_INPUT, SMALL_INPUT, check_input_shape, is_small_input
+from nets.registry import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, register_model
 
-# Importing the family modules registers their builders.
-from nets import mobilenetv1, mobilenetv2, resnet, vgg  # noqa: F401
-from nets.common import MIN_INPUT, SMALL_INPUT, is_small_input
-from nets.pretrained import (MODEL_DIR, LoadReport, download_weights, load_pretrained,
-                             transfer_weights)
-from nets.registry import (IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, arguments, available,
-                           get_entry, register_model)
+#: What loads torch, and the module that has it.
+_LAZY = {**dict.fromkeys(("get_model", "available", "arguments", "get_entry"), "nets.factory"),
+         **dict.fromkeys(("MODEL_DIR", "LoadReport", "download_weights", "load_pretrained",
+                          "transfer_weights"), "nets.pretrained")}
 
 __all__ = ["get_model", "available", "arguments", "register_model", "get_entry", "PretrainedCfg",
            "load_pretrained", "download_weights", "transfer_weights", "LoadReport",
-           "is_small_input", "MIN_INPUT", "SMALL_INPUT", "IMAGENET_MEAN", "IMAGENET_STD",
-           "MODEL_DIR"]
+           "is_small_input", "check_input_shape", "MIN_INPUT", "MAX_INPUT", "SMALL_INPUT",
+           "IMAGENET_MEAN", "IMAGENET_STD", "MODEL_DIR"]
 
 
-def get_model(name: str, num_classes: int, pretrained: bool = False,
-              input_shape: tuple[int, int] = (224, 224), *, pretrained_url: str | None = None,
-              **kwargs) -> nn.Module:
-    """Build a registered network, timm-style: architecture arguments pass through.
-
-    Args:
-        name: one of :func:`available`.
-        num_classes: outputs of the head.
-        pretrained: start from the official ImageNet weights (downloaded once into
-            ``model_data/``); the 1000-class head is skipped when ``num_classes`` differs,
-            and what was loaded is printed.
-        input_shape: (H, W) of the images.  Below 96 px the network uses its small-input
-            stem (fewer early strides); the parameters are the same either way.
-        pretrained_url: where to fetch the weights instead of the official URL (a mirror,
-            or a ``file://`` URL).
-        **kwargs: the family's architecture arguments: ``in_channels`` (every family; only
-            the first conv changes shape), ``width_mult`` (the MobileNets' α), ``dropout``.
-
-    Raises:
-        KeyError: unknown name.
-        ValueError: an argument the network does not take or out of range, or unusable
-            pretrained weights.
-        OSError: the pretrained weights cannot be downloaded.
-    """
-    entry = get_entry(name)
-    input_shape = _check_input_shape(name, input_shape)
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    in_channels = kwargs.get("in_channels", 3)
-    if not isinstance(in_channels, int) or in_channels < 1:
-        raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
-    try:
-        model = entry.builder(num_classes=num_classes, small_input=is_small_input(input_shape),
-                              **kwargs)
-    except TypeError as exc:
-        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
-        if unknown is None:
-            raise
-        raise ValueError(f"{name} has no argument {unknown.group(1)}") from None
-    # Plain attributes that never change: safe under torch.compile and DDP.
-    model.model_name = name
-    model.pretrained_cfg = entry.pretrained_cfg
-    if pretrained:
-        report = load_pretrained(model, pretrained_url)
-        print(report, flush=True)
-        if report.warning:
-            print(f"warning: {report.warning}", file=sys.stderr, flush=True)
-    return model
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'nets' has no attribute {name!r}")
 
 
-def _check_input_shape(name: str, input_shape) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in input_shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"input shape must be two integers H W, got {input_shape!r}") from None
-    if min(h, w) < MIN_INPUT:
-        raise ValueError(f"input shape {h}x{w} is too small for {name}: "
-                         f"the minimum is {MIN_INPUT}x{MIN_INPUT}")
-    return h, w
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,41 +1,8 @@
 """Building blocks shared by the network families, and the interface every model has."""
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 from torch import nn
-
-#: Inputs with a side below this use the small-input stem (CIFAR-style: 32x32 images are
-#: downsampled 8x instead of 32x, so they reach the head as 4x4 rather than 1x1).
-SMALL_INPUT = 96
-
-#: Every family downsamples 8x with its small-input stem, so this is the smallest side
-#: that still leaves a 1x1 feature map for the head.
-MIN_INPUT = 8
-
-#: How many of a network's first stride-2 steps the small-input stem drops (32x -> 8x).
-_SMALL_INPUT_DROPPED_STRIDES = 2
-
-
-def is_small_input(input_shape: Sequence[int]) -> bool:
-    """True when ``(H, W)`` is small enough for the small-input stem."""
-    return min(input_shape) < SMALL_INPUT
-
-
-def stem_strides(strides: Sequence[int], small_input: bool) -> list[int]:
-    """The network's downsampling ``strides`` in order, adapted to the input size.
-
-    For small inputs the first two stride-2 steps (the stem's and the first stage's, or
-    the stem and its max-pool) become stride 1.  Only strides change, never a parameter's
-    shape, so ImageNet weights load either way.  Shared by every family.
-    """
-    out, left = [], _SMALL_INPUT_DROPPED_STRIDES if small_input else 0
-    for stride in strides:
-        if stride == 2 and left:
-            stride, left = 1, left - 1
-        out.append(stride)
-    return out
 
 
 def check_width_mult(width_mult: float) -> float:

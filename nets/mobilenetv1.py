@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from nets.common import (ConvBNAct, ImageClassifier, check_width_mult, init_weights,
-                         make_divisible, stem_strides)
+                         make_divisible)
+from nets.geometry import stem_strides
 from nets.registry import PretrainedCfg, register_model
 
 #: Output channels and stride of the 13 depthwise-separable layers (the paper's Table 1).

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from nets.common import (ConvBNAct, ImageClassifier, check_width_mult, init_weights,
-                         make_divisible, stem_strides)
+                         make_divisible)
+from nets.geometry import stem_strides
 from nets.registry import PretrainedCfg, register_model
 
 #: (expansion t, output channels c, repeats n, first stride s): the paper's Table 2.

@@ -7,9 +7,10 @@ they expect).  ``nets.get_model`` looks builders up here by name.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from torch import nn
+if TYPE_CHECKING:  # torch-free at run time: see nets/__init__.py
+    from torch import nn
 
 #: ImageNet statistics: the normalisation every official weight file here was trained with,
 #: and the default for networks trained from scratch.
@@ -24,15 +25,15 @@ class PretrainedCfg:
     Attributes:
         url: where the weights live; ``None`` for a network with none (MobileNetV1).
         mean, std: the per-channel normalisation they were trained with (RGB in [0, 1]).
-        input_size: the (H, W) they were trained and evaluated at.
-        crop_fraction: evaluation resizes the image to ``input_size / crop_fraction`` and
-            keeps the centre ``input_size`` (224 of 256 for torchvision's V1 weights).
+        input_shape: the (H, W) they were trained and evaluated at.
+        crop_fraction: evaluation resizes the image to ``input_shape / crop_fraction`` and
+            keeps the centre ``input_shape`` (224 of 256 for torchvision's V1 weights).
     """
 
     url: str | None
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    input_size: tuple[int, int] = (224, 224)
+    input_shape: tuple[int, int] = (224, 224)
     crop_fraction: float = 0.875
 
 

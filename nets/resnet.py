@@ -13,7 +13,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from nets.common import ImageClassifier, init_weights, stem_strides
+from nets.common import ImageClassifier, init_weights
+from nets.geometry import stem_strides
 from nets.registry import PretrainedCfg, register_model
 
 _FEATURE_MODULES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")

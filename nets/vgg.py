@@ -10,7 +10,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nets.common import ImageClassifier, init_weights, stem_strides
+from nets.common import ImageClassifier, init_weights
+from nets.geometry import stem_strides
 from nets.registry import PretrainedCfg, register_model
 
 #: Configuration D of the paper's Table 1: output channels of each 3x3 conv, "M" a max-pool.

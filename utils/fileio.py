@@ -8,6 +8,7 @@ from pathlib import Path
 
 from utils.cli import UserError
 from utils.names import shown
+from utils.layout import DATASETS
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
@@ -38,7 +39,7 @@ def write_json(path: str | os.PathLike, data) -> None:
 
 
 def output_target(path: str | os.PathLike, *, folder: bool, protect=(),
-                  datasets: str | os.PathLike = "datasets") -> Path:
+                  datasets: str | os.PathLike = DATASETS) -> Path:
     """Check an output path before any work: never inside the dataset folder (the next
     annotation run would take the outputs for images), never onto an input (``protect``),
     and a folder output not onto an existing file (nor a file output onto a folder).

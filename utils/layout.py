@@ -12,8 +12,6 @@ DATASETS = "datasets"
 SPLITS = ("train", "val", "test")
 #: The class list, one name per line: line *i* names class id *i*.
 DEFAULT_CLASSES = "model_data/cls_classes.txt"
-#: Downloaded ImageNet weights live beside the class list.
-MODEL_DATA = "model_data"
 #: The annotation file of each split, as txt_annotation.py writes them (in the project root).
 ANNOTATION_FILES = {split: f"cls_{split}.txt" for split in SPLITS}
 #: Decoded images, image-check verdicts and ONNX exports: anything rebuilt when missing.

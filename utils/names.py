@@ -33,11 +33,21 @@ def name_problem(text: str | os.PathLike) -> str | None:
 
 
 def class_name_problem(name: str) -> str | None:
-    """Why folder ``name`` cannot be a class name in ``cls_classes.txt``, or None."""
+    """Why ``name`` cannot be a class name in ``cls_classes.txt``, or None.
+
+    The rules of a class folder's name, wherever a name comes from (a folder, a checkpoint,
+    an ``.onnx`` model's metadata), so any writer can use it as one folder name: one path
+    component (no separator, not ``.`` or ``..``), not hidden (hidden folders are not
+    scanned), and one annotation line.
+    """
     if not name.strip():
         return "a class name cannot be empty or only whitespace"
     if name != name.strip():
         return "a class name cannot start or end with whitespace"
+    if "/" in name or "\\" in name or "\0" in name:
+        return "a class name cannot hold a path separator"
+    if name.startswith("."):
+        return "a class name cannot start with '.' (hidden folders are not read)"
     problem = name_problem(name)
     return problem and problem.replace("its name", "the name")
 

@@ -5,7 +5,7 @@ thousands of images per second: one indexing op crops a whole batch, one ``grid_
 resizes a whole batch of random crops.  Every sample still gets its own random crop, flip
 and policy op.
 
-* small inputs (CIFAR-style, see :func:`nets.is_small_input`): zero-pad by 1/8 of the
+* small inputs (CIFAR-style, see ``ModelSpec.small_input``): zero-pad by 1/8 of the
   side and crop back at a random offset, then flip;
 * larger inputs: random-resized crop (scale 0.08-1, ratio 3/4-4/3, as torchvision) from the
   decoded base image, then flip.

@@ -32,6 +32,7 @@ from utils.distributed import Dist
 from utils.data.image import load_or_warn
 from utils.data.cache import DecodedCache, ImageDataset, collate_valid, decoded_nbytes
 from utils.data.preprocess import Geometry
+from utils.layout import CACHE_DIR
 
 #: The random stream of batch shuffling; augmentation draws streams 0 .. world_size - 1.
 SHUFFLE_STREAM = 100_003
@@ -72,7 +73,7 @@ class Loading:
     """
 
     workers: int = 0
-    cache_dir: str | os.PathLike | None = ".cache"
+    cache_dir: str | os.PathLike | None = CACHE_DIR
     cache_max_gb: float = 16.0
 
 

@@ -25,6 +25,7 @@ from utils.data import preprocess
 from utils.data.image import load_or_warn
 from utils.data.preprocess import Geometry
 from utils.distributed import Dist
+from utils.layout import CACHE_DIR
 
 CACHE_FORMAT = 2  # 2: the annotation line of each cached image is kept beside its label
 
@@ -63,7 +64,7 @@ def collate_valid(batch):
 def _cache_slot(source, geometry: Geometry, train: bool) -> str:
     """Names the caches of one annotation file at one geometry: one version is kept."""
     where = os.path.abspath(os.fspath(source))
-    shape = f"{geometry.size};{geometry.base}"
+    shape = f"{geometry.input_shape};{geometry.base}"
     return hashlib.sha1(f"{where};{shape};{train}".encode()).hexdigest()[:12]
 
 
@@ -96,7 +97,7 @@ class DecodedCache:
     skipped: int
 
     @classmethod
-    def build(cls, samples, geometry: Geometry, train: bool, *, source, cache_dir=".cache",
+    def build(cls, samples, geometry: Geometry, train: bool, *, source, cache_dir=CACHE_DIR,
               workers=0, dist: Dist = Dist()) -> "DecodedCache":
         """Load the cache of annotation file ``source`` from ``cache_dir``, or decode and
         save it, deleting that file's outdated versions.  Under DDP one process per machine
@@ -141,7 +142,7 @@ class DecodedCache:
 
 def decoded_nbytes(num_samples: int, geometry: Geometry, train: bool) -> int:
     """Bytes the decode cache of ``num_samples`` images would take."""
-    h, w = geometry.base if train else geometry.size
+    h, w = geometry.base if train else geometry.input_shape
     return num_samples * 3 * h * w
 
 

@@ -27,6 +27,7 @@ from PIL import Image
 from utils.cli import UserError
 from utils.data.importing import install_dataset
 from utils.names import class_name_problem
+from utils.layout import DATASETS
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -175,7 +176,7 @@ def _read_batches(tar: tarfile.TarFile, batches: tuple[str, ...],
 CIFAR10_ORIGIN = {"source": "CIFAR-10"}
 
 
-def export(archive: str | os.PathLike, target: str | os.PathLike = "datasets",
+def export(archive: str | os.PathLike, target: str | os.PathLike = DATASETS,
            replace: bool = False, workers: int = 1) -> None:
     """Export ``archive`` into ``target/{train,test}/<class>/NNNNN.png`` (all or nothing)."""
     classes, splits = read_archive(archive)

@@ -29,40 +29,21 @@ class Geometry:
     """An input size and its evaluation crop.
 
     Attributes:
-        size: the network's (H, W).
-        crop_fraction: images are resized to cover ``size / crop_fraction`` (the *base*
-            shape) and evaluated on its centre ``size``; 1.0 resizes straight to ``size``
+        input_shape: the network's (H, W).
+        crop_fraction: images are resized to cover ``input_shape / crop_fraction`` (the *base*
+            shape) and evaluated on its centre ``input_shape``; 1.0 resizes straight to it
             (small, CIFAR-style inputs).  Training crops at random from the same base
             image, so both see the same field of view.
     """
 
-    size: tuple[int, int]
+    input_shape: tuple[int, int]
     crop_fraction: float = 1.0
 
     @property
     def base(self) -> tuple[int, int]:
         """The (H, W) images are decoded to before cropping."""
-        h, w = self.size
+        h, w = self.input_shape
         return round(h / self.crop_fraction), round(w / self.crop_fraction)
-
-
-class InputDescription:
-    """What every model description offers inference (:class:`~utils.model.spec.ModelSpec`,
-    and :class:`~utils.inference.onnx_runtime.OnnxSpec` without torch): from its ``classes``,
-    ``input_shape`` and ``crop_fraction``, the class count and the :class:`Geometry`."""
-
-    classes: tuple[str, ...]
-    input_shape: tuple[int, int]
-    crop_fraction: float
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def geometry(self) -> Geometry:
-        """Where the model's input pixels come from (input size and evaluation crop)."""
-        return Geometry(self.input_shape, self.crop_fraction)
 
 
 #: :func:`resize_cover` resizes a whole image only while the result is at most this many
@@ -102,7 +83,7 @@ def base_array(image: Image.Image, geometry: Geometry) -> np.ndarray:
 def eval_array(image: Image.Image, geometry: Geometry) -> np.ndarray:
     """Evaluation form of an image: (3, H, W) uint8 array, the centre of the base image."""
     base = base_array(image, geometry)
-    (h, w), (bh, bw) = geometry.size, base.shape[1:]
+    (h, w), (bh, bw) = geometry.input_shape, base.shape[1:]
     top, left = (bh - h) // 2, (bw - w) // 2
     return base[:, top:top + h, left:left + w]
 

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from utils.data.lists import read_classes
-from utils.layout import DEFAULT_CLASSES
+from utils.layout import CACHE_DIR, DEFAULT_CLASSES
 from utils.cli import UserError, warn
 from utils.inference.onnx_runtime import is_onnx_path, load_onnx
 from utils.data.preprocess import eval_array
@@ -92,7 +92,7 @@ class Classifier:
              amp: str = "auto", channels_last: bool = True, backbone: str | None = None,
              input_shape: tuple[int, int] | None = None, width_mult: float | None = None,
              classes_file: str | os.PathLike | None = None, images: int | None = None,
-             cache_dir: str | os.PathLike = ".cache") -> "Classifier":
+             cache_dir: str | os.PathLike = CACHE_DIR) -> "Classifier":
         """Load any kind of file ``--model`` may name, on the runtime ``runtime`` says.
 
         * ``.onnx``: run by ONNX Runtime on the CPU, torch never imported.  Our exports

@@ -21,12 +21,13 @@ import torch
 from utils.model import checkpoint as ckpt_io
 from utils.model.spec import ModelSpec
 from utils.inference.onnx_export import OPSET, export_checked, source_of
+from utils.layout import CACHE_DIR
 
 CACHE_SUBDIR = "onnx"
 
 
 def cache_file(checkpoint: str | os.PathLike, spec: ModelSpec,
-               cache_dir: str | os.PathLike = ".cache") -> Path:
+               cache_dir: str | os.PathLike = CACHE_DIR) -> Path:
     """Where the export of ``checkpoint`` as it is now (described by ``spec``) is kept."""
     real = os.path.realpath(checkpoint)
     st = os.stat(real)
@@ -37,7 +38,7 @@ def cache_file(checkpoint: str | os.PathLike, spec: ModelSpec,
 
 def cached_export(checkpoint: str | os.PathLike, spec: ModelSpec,
                   weights: dict[str, torch.Tensor], info: dict[str, Any],
-                  cache_dir: str | os.PathLike = ".cache") -> Path:
+                  cache_dir: str | os.PathLike = CACHE_DIR) -> Path:
     """The ONNX export of ``checkpoint``: reused while it is unchanged, else written (and
     checked against PyTorch) now, replacing this checkpoint's outdated export."""
     target = cache_file(checkpoint, spec, cache_dir)

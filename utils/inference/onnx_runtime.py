@@ -6,25 +6,22 @@ A model exported by ``predict.py --export-onnx`` carries its whole
 :func:`utils.data.preprocess.eval_array` pixels, normalised by :func:`utils.data.preprocess.normalize_array`
 (bit-for-bit the torch normalisation), with the same class names.
 
-Nothing here imports torch or ``nets``: a one-image prediction from an ``.onnx`` file starts
-in a fraction of a second instead of the two seconds ``import torch`` takes.  That is why
-the description is read into an :class:`OnnxSpec` (the fields inference uses) rather than a
-``ModelSpec``, whose module builds networks.  Only a model *without* our metadata imports
-the network registry, for the ImageNet defaults a new model of ours would get.
+Nothing here imports torch: a one-image prediction from an ``.onnx`` file starts in a
+fraction of a second instead of the two seconds ``import torch`` takes.  The description is
+the checkpoint's own :class:`~utils.model.spec.ModelSpec`, read and checked by the same code.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from utils.cli import UserError
-from utils.data.preprocess import InputDescription, normalize_array
+from utils.data.preprocess import normalize_array
+from utils.model.spec import ModelSpec
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -35,26 +32,6 @@ SPEC_KEY, SOURCE_KEY = "model_spec", "source"
 #: ``metadata_props`` key of an int8 model: how it was quantized and what it scored.
 QUANTIZATION_KEY = "quantization"
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
-
-
-@dataclass(frozen=True)
-class OnnxSpec(InputDescription):
-    """The part of a :class:`~utils.model.spec.ModelSpec` that inference uses (same names).
-
-    Attributes:
-        backbone: the network's name (for messages).
-        classes: output *i* is ``classes[i]``.
-        input_shape: (H, W).
-        mean, std: normalisation of RGB values in [0, 1].
-        crop_fraction: the evaluation crop (:class:`~utils.data.preprocess.Geometry`).
-    """
-
-    backbone: str
-    classes: tuple[str, ...]
-    input_shape: tuple[int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    crop_fraction: float = 1.0
 
 
 class OnnxRuntime:
@@ -113,7 +90,7 @@ def open_session(path: str | os.PathLike) -> "onnxruntime.InferenceSession":
 
 def load_onnx(path: str | os.PathLike, *, classes: Sequence[str] | None = None,
               input_shape: Sequence[int] | None = None
-              ) -> tuple[OnnxSpec, OnnxRuntime, dict[str, Any]]:
+              ) -> tuple[ModelSpec, OnnxRuntime, dict[str, Any]]:
     """Open an ONNX image classifier: its description, its runtime and where it came from.
 
     A model exported by this project describes itself; ``input_shape`` then must agree
@@ -125,11 +102,12 @@ def load_onnx(path: str | os.PathLike, *, classes: Sequence[str] | None = None,
     graph_shape, outputs = _check_layout(session, path)
     meta = session.get_modelmeta().custom_metadata_map
     if SPEC_KEY in meta:
-        spec = spec_from_metadata(meta[SPEC_KEY], f"{path} (metadata {SPEC_KEY})")
+        spec = ModelSpec.from_dict(_json_object(meta[SPEC_KEY]), f"{path} (metadata {SPEC_KEY})")
         if input_shape is not None and tuple(input_shape) != spec.input_shape:
             raise UserError(f"{path} is a model with input_shape {list(spec.input_shape)}, not "
                             f"{list(input_shape)}: drop --input-shape, it describes itself")
         source = _json_object(meta.get(SOURCE_KEY, "{}"))
+        source = source if isinstance(source, dict) else {}
     else:
         spec = _foreign_spec(path, session, graph_shape, classes, input_shape)
         source = {}
@@ -144,33 +122,7 @@ def load_onnx(path: str | os.PathLike, *, classes: Sequence[str] | None = None,
     return spec, OnnxRuntime(session, spec.mean, spec.std), info
 
 
-def spec_from_metadata(text: str, source: str) -> OnnxSpec:
-    """The :class:`OnnxSpec` of a ``ModelSpec.to_dict()`` JSON text, checked field by field."""
-    values = _json_object(text)
-    if not values:
-        raise UserError(f"{source}: not a model description (JSON object)")
-
-    def field(name, ok, expected, default=None):
-        value = values.get(name, default)
-        if not ok(value):
-            raise UserError(f"{source}: {name} must be {expected}, not {_clip(repr(value), 60)}")
-        return value
-
-    classes = field("classes", lambda v: isinstance(v, list) and v and all(
-        isinstance(c, str) and c for c in v) and len(set(v)) == len(v), "a list of distinct names")
-    shape = field("input_shape", lambda v: _numbers(v, 2) and all(
-        x == int(x) and x >= 1 for x in v), "two positive whole numbers [H, W]")
-    mean = field("mean", lambda v: _numbers(v, 3), "three numbers")
-    std = field("std", lambda v: _numbers(v, 3) and min(v) > 0, "three positive numbers")
-    crop = field("crop_fraction", lambda v: _numbers([v], 1) and 0 < v <= 1,
-                 "a number in (0, 1]", 1.0)
-    field("in_channels", lambda v: v == 3, "3 (images are read as RGB)", 3)
-    backbone = field("backbone", lambda v: isinstance(v, str), "a network name", "unknown")
-    return OnnxSpec(backbone, tuple(classes), (int(shape[0]), int(shape[1])),
-                    tuple(map(float, mean)), tuple(map(float, std)), float(crop))
-
-
-def _foreign_spec(path, session, graph_shape, classes, input_shape) -> OnnxSpec:
+def _foreign_spec(path, session, graph_shape, classes, input_shape) -> ModelSpec:
     """The description of a model exported elsewhere, from the flags and the graph."""
     shape = tuple(input_shape) if input_shape is not None else graph_shape
     if classes is None or shape is None:
@@ -178,12 +130,8 @@ def _foreign_spec(path, session, graph_shape, classes, input_shape) -> OnnxSpec:
                                             ("--input-shape H W", shape)) if value is None]
         raise UserError(f"{path} has no model description in its metadata (it was not "
                         f"exported by predict.py --export-onnx): give {' and '.join(missing)}")
-    from nets import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, is_small_input
-
-    crop = 1.0 if is_small_input(shape) else PretrainedCfg(None).crop_fraction
     name = session.get_modelmeta().graph_name or "onnx"
-    return OnnxSpec(name, tuple(classes), (int(shape[0]), int(shape[1])), IMAGENET_MEAN,
-                    IMAGENET_STD, crop)
+    return ModelSpec.with_defaults(name, classes, shape)
 
 
 def _check_layout(session, path) -> tuple[tuple[int, int] | None, int | None]:
@@ -206,19 +154,12 @@ def _check_layout(session, path) -> tuple[tuple[int, int] | None, int | None]:
     return (tuple(shape[2:]) if all(static[:2]) else None), (out[1] if static[2] else None)
 
 
-def _json_object(text: str) -> dict[str, Any]:
+def _json_object(text: str) -> Any:
+    """The JSON value ``text`` holds; ``None`` for text that is not JSON."""
     try:
-        value = json.loads(text)
+        return json.loads(text)
     except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _numbers(value, count: int) -> bool:
-    """``value`` is a list of ``count`` finite numbers (booleans are not numbers here)."""
-    return (isinstance(value, list) and len(value) == count
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                    for v in value))
+        return None
 
 
 def _dims(shape) -> str:

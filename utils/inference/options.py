@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from utils.layout import DEFAULT_CLASSES
+from utils.layout import DEFAULT_CLASSES, LOGS
 from utils.inference.classifier import RUNTIMES, TTA_MODES, Classifier
 from utils.cli import UserError
 
@@ -52,7 +52,7 @@ def load_from_args(args, amp: str = "auto", channels_last: bool = True,
     return classifier
 
 
-def latest_checkpoint(logs: str | os.PathLike = "logs") -> Path:
+def latest_checkpoint(logs: str | os.PathLike = LOGS) -> Path:
     """``best.pth`` of the most recently modified run folder under ``logs``."""
     candidates = [p for p in Path(logs).glob("*/best.pth") if p.is_file()]
     if not candidates:

@@ -104,6 +104,7 @@ def check_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> ModelSpec
         raise UserError(f"{path}: checkpoint format version {version} is newer than this "
                         f"code reads ({VERSION}): update the project")
     spec = ModelSpec.from_dict(ckpt, source=str(path))
+    spec.check_buildable(str(path))
     weights = ckpt.get("model")
     if not (isinstance(weights, dict)
             and all(isinstance(v, torch.Tensor) for v in weights.values())):

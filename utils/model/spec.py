@@ -1,8 +1,12 @@
 """The model description: everything that decides what a trained model predicts.
 
-A :class:`ModelSpec` is written into every checkpoint (and every exported ONNX model) and read
-back by ``train.py --resume``, ``predict.py``, ``eval.py``, the ONNX export and
-``benchmark.py``, so a model is always rebuilt and fed exactly as it was trained.
+A :class:`ModelSpec` is written into every checkpoint and into every exported ONNX model's
+metadata, and read back by ``train.py --resume``, ``predict.py``, ``eval.py``, the exports
+and ``benchmark.py``, so a model is always rebuilt and fed exactly as it was trained.  One
+reader (:meth:`ModelSpec.from_dict`) checks it wherever it comes from.
+
+This module does not import torch: an ``.onnx`` model is described and fed by it in a
+process that never loads torch (``nets`` is imported lazily for the networks themselves).
 
 A new architecture argument (a dropout rate, a depth multiplier) is its support in ``nets/``
 plus one field here marked :func:`arch`: it is then passed to ``nets.get_model``, saved,
@@ -13,13 +17,20 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from torch import nn
-
-import nets
+from nets.geometry import MAX_INPUT, check_input_shape, is_small_input
+from nets.registry import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg
 from utils.cli import UserError, user_errors
-from utils.data.preprocess import InputDescription
+from utils.data.preprocess import Geometry
+from utils.names import class_name_problem
+
+if TYPE_CHECKING:
+    from torch import nn
+
+#: The evaluation crop keeps at least this fraction of the resized image's side: below it the
+#: resize before the crop would grow without bound (1e-9 asks for a 3e10-pixel image).
+MIN_CROP_FRACTION = 0.25
 
 
 def arch(default, help: str, kind: type | None = None):
@@ -33,11 +44,12 @@ def arch(default, help: str, kind: type | None = None):
 
 
 @dataclass(frozen=True)
-class ModelSpec(InputDescription):
+class ModelSpec:
     """A network and how its inputs are prepared: enough to rebuild and use it.
 
     Attributes:
-        backbone: a name of :func:`nets.available`.
+        backbone: a name of :func:`nets.available` (for a foreign ``.onnx`` model, its
+            graph's name).
         classes: the class names; output *i* is ``classes[i]``.
         input_shape: the network's (H, W).
         mean, std: the normalisation of RGB values in [0, 1] the weights expect.
@@ -49,8 +61,8 @@ class ModelSpec(InputDescription):
     backbone: str
     classes: tuple[str, ...]
     input_shape: tuple[int, int]
-    mean: tuple[float, float, float] = nets.IMAGENET_MEAN
-    std: tuple[float, float, float] = nets.IMAGENET_STD
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     crop_fraction: float = 1.0
     width_mult: float = arch(1.0, "channel width multiplier α (MobileNets)")
     in_channels: int = arch(3, "image channels the first convolution takes")
@@ -58,28 +70,54 @@ class ModelSpec(InputDescription):
     @classmethod
     def create(cls, backbone: str, classes: Sequence[str], input_shape: Sequence[int],
                **arch_args) -> "ModelSpec":
-        """A new model's description: normalisation and crop from its pretrained config.
+        """A new model's description: normalisation and crop from its pretrained config."""
+        import nets
 
-        Small inputs (CIFAR-style) are resized straight to the input shape; larger ones
-        use the centre crop the backbone's ImageNet weights were evaluated with.
-        """
-        cfg = _entry(backbone).pretrained_cfg
+        with user_errors(KeyError):
+            cfg = nets.get_entry(backbone).pretrained_cfg
+        return cls.with_defaults(backbone, classes, input_shape, cfg, **arch_args)
+
+    @classmethod
+    def with_defaults(cls, backbone: str, classes: Sequence[str], input_shape: Sequence[int],
+                      cfg: PretrainedCfg = PretrainedCfg(None), **arch_args) -> "ModelSpec":
+        """The description a model gets from ``cfg`` (ImageNet's by default): its
+        normalisation, and its evaluation crop, except that small inputs (CIFAR-style) are
+        resized straight to the input shape."""
         shape = tuple(int(v) for v in input_shape)
-        crop = 1.0 if nets.is_small_input(shape) else cfg.crop_fraction
+        crop = 1.0 if is_small_input(shape) else cfg.crop_fraction
         return cls(backbone, tuple(classes), shape, tuple(cfg.mean), tuple(cfg.std), crop,
                    **arch_args)
+
+    # ------------------------------------------------------------------ what it implies
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def small_input(self) -> bool:
+        """CIFAR-style input: the networks' small-input stem, no evaluation crop, and
+        pad-and-crop augmentation (:func:`nets.is_small_input`)."""
+        return is_small_input(self.input_shape)
+
+    @property
+    def geometry(self) -> Geometry:
+        """Where the model's input pixels come from (input size and evaluation crop)."""
+        return Geometry(self.input_shape, self.crop_fraction)
 
     def arch_args(self) -> dict[str, Any]:
         """The architecture arguments that differ from their defaults, for ``get_model``."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.metadata.get("arch") and getattr(self, f.name) != f.default}
 
-    def build(self, pretrained: bool = False) -> nn.Module:
+    def build(self, pretrained: bool = False) -> "nn.Module":
         """The described network with fresh (or ImageNet, with ``pretrained``) weights."""
+        import nets
+
         with user_errors(ValueError, KeyError, OSError):
             return nets.get_model(self.backbone, self.num_classes, pretrained=pretrained,
                                   input_shape=self.input_shape, **self.arch_args())
 
+    # ------------------------------------------------------------------ reading and writing
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (tuples as lists), plus ``num_classes`` for readers of the file."""
         values = {k: list(v) if isinstance(v, tuple) else v
@@ -90,33 +128,31 @@ class ModelSpec(InputDescription):
     def from_dict(cls, values: dict[str, Any], source: str = "model description") -> "ModelSpec":
         """Read and check a description written by :meth:`to_dict` (or an older version).
 
-        Every field is checked for type and range: a damaged or hand-edited file is a
-        one-line :class:`UserError` naming the field, never a crash later on.  Fields an
-        older file lacks get the value that version used.
+        Every field is checked for type and range: a damaged, hand-edited or hostile file
+        (a checkpoint, an ``.onnx`` model's metadata) is a one-line :class:`UserError`
+        naming the field, never a crash later on.  Class names follow the rules of class
+        folder names, so no writer downstream (``--sort-into``) has to guard against them.
+        Fields an older file lacks get the value that version used.
         """
         def bad(name: str, expected: str):
             return UserError(f"{source}: {name} must be {expected}, not "
                              f"{_preview(values.get(name))}")
 
+        if not isinstance(values, dict):
+            raise UserError(f"{source}: not a model description (a JSON object)")
         missing = [n for n in ("backbone", "classes", "input_shape") if n not in values]
         if missing:
             raise UserError(f"{source}: the model description lacks {', '.join(missing)}")
         backbone = values["backbone"]
-        if not isinstance(backbone, str):
+        if not isinstance(backbone, str) or not backbone:
             raise bad("backbone", "a network name")
-        _entry(backbone, source)
-        classes = values["classes"]
-        if not (isinstance(classes, (list, tuple)) and classes
-                and all(isinstance(c, str) and c for c in classes)):
-            raise bad("classes", "a list of class names")
-        if len(set(classes)) != len(classes):
-            raise bad("classes", "a list of distinct names")
+        classes = _class_names(values["classes"], source)
         if "num_classes" in values and values["num_classes"] != len(classes):
             raise UserError(f"{source}: lists {len(classes)} class names for "
                             f"{_preview(values['num_classes'])} outputs")
         shape = _numbers(values["input_shape"], 2, int)
-        if shape is None or min(shape) < 1:
-            raise bad("input_shape", "two positive whole numbers [H, W]")
+        if shape is None or min(shape) < 1 or max(shape) > MAX_INPUT:
+            raise bad("input_shape", f"two whole numbers [H, W] from 1 to {MAX_INPUT}")
         kwargs: dict[str, Any] = {}
         for name in ("mean", "std"):
             if name in values:
@@ -128,8 +164,8 @@ class ModelSpec(InputDescription):
         crop = values.get("crop_fraction")
         if crop is None:  # version 1 files: the rule that version applied
             crop = cls.create(backbone, classes, shape).crop_fraction
-        elif _numbers([crop], 1, float) is None or not 0 < crop <= 1:
-            raise bad("crop_fraction", "a number in (0, 1]")
+        elif _numbers([crop], 1, float) is None or not MIN_CROP_FRACTION <= crop <= 1:
+            raise bad("crop_fraction", f"a number from {MIN_CROP_FRACTION:g} to 1")
         for f in dataclasses.fields(cls):
             if f.metadata.get("arch") and values.get(f.name) is not None:
                 kind = f.metadata["kind"]
@@ -139,14 +175,34 @@ class ModelSpec(InputDescription):
                 kwargs[f.name] = number[0]
         if kwargs.get("in_channels", 3) != 3:
             raise bad("in_channels", "3 (images are read as RGB)")
-        return cls(backbone, tuple(classes), shape, crop_fraction=float(crop), **kwargs)
+        return cls(backbone, classes, shape, crop_fraction=float(crop), **kwargs)
+
+    def check_buildable(self, source: str) -> None:
+        """A :class:`UserError` unless this project has the network (checkpoints: the
+        weights are only useful with it)."""
+        import nets
+
+        try:
+            nets.get_entry(self.backbone)
+            check_input_shape(self.backbone, self.input_shape)
+        except (KeyError, ValueError) as exc:
+            raise UserError(f"{source}: {exc.args[0]}") from None
 
 
-def _entry(backbone: str, source: str | None = None):
-    try:
-        return nets.get_entry(backbone)
-    except KeyError as exc:
-        raise UserError(f"{source}: {exc.args[0]}" if source else exc.args[0]) from None
+def _class_names(value, source: str) -> tuple[str, ...]:
+    """Distinct class names, each one a class folder could have."""
+    if not (isinstance(value, (list, tuple)) and value
+            and all(isinstance(c, str) and c for c in value)):
+        raise UserError(f"{source}: classes must be a list of class names, not "
+                        f"{_preview(value)}")
+    if len(set(value)) != len(value):
+        raise UserError(f"{source}: classes must be a list of distinct names, not "
+                        f"{_preview(value)}")
+    for name in value:
+        problem = class_name_problem(name)
+        if problem:
+            raise UserError(f"{source}: class name {_preview(name)} cannot be used: {problem}")
+    return tuple(value)
 
 
 def _numbers(value, count: int, kind: type) -> tuple | None:

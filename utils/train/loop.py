@@ -97,7 +97,7 @@ class Trainer:
         self.plan = plan
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.phases = plan_phases(cfg)
-        self.augment = BatchAugment(spec.input_shape, nets.is_small_input(spec.input_shape),
+        self.augment = BatchAugment(spec.input_shape, spec.small_input,
                                     cfg.augment, cfg.cutout)
         self.first_epoch = state.epoch
         self.clock = RunClock(cfg.epochs - state.epoch)

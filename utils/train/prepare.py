@@ -122,7 +122,7 @@ def start_training(run: Run) -> Trainer:
     _check_batches(run.cfg, train, dist)
     model, execution = _model(run, spec, device, dist)
     if plan is not None and run.cfg.time_budget:
-        augment = BatchAugment(spec.input_shape, nets.is_small_input(spec.input_shape))
+        augment = BatchAugment(spec.input_shape, spec.small_input)
         recipe.fit_to_budget(plan, *measure_speed(model, spec, execution,
                                                   min(run.cfg.batch_size, len(train)), augment))
         run.cfg = plan.cfg

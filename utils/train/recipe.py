@@ -55,7 +55,7 @@ class Survey:
     counts: tuple[int, ...]  #: training images per class
     val: int
     test: int
-    size: tuple[int, int] | None  #: median (H, W) of a sample of training images
+    image_shape: tuple[int, int] | None  #: median (H, W) of a sample of training images
 
     @property
     def train(self) -> int:
@@ -64,7 +64,7 @@ class Survey:
     @property
     def small(self) -> bool:
         """CIFAR-style images, trained at their own size with the small-input stems."""
-        return self.size is not None and nets.is_small_input(self.size)
+        return self.image_shape is not None and nets.is_small_input(self.image_shape)
 
     @property
     def imbalance(self) -> float:
@@ -73,7 +73,8 @@ class Survey:
         return max(present) / min(present) if present else 1.0
 
     def describe(self) -> str:
-        size = f"; images about {self.size[1]}x{self.size[0]}" if self.size else ""
+        size = (f"; images about {self.image_shape[1]}x{self.image_shape[0]}"
+                if self.image_shape else "")
         balance = ("balanced" if self.imbalance < 1.5
                    else f"imbalance {self.imbalance:.1f}x, largest over smallest")
         return (f"{self.train} training images in {len(self.classes)} classes ({balance}), "
@@ -149,7 +150,7 @@ def fit_to_budget(choices: Choices, train_seconds: float, eval_seconds: float) -
 
 
 def _small_images(choices: Choices, data: Survey, gpu: bool) -> None:
-    choices.set("input_shape", data.size, "the images' own size (small images)")
+    choices.set("input_shape", data.image_shape, "the images' own size (small images)")
     if gpu:
         return  # the CIFAR-10 recipe, as it is
     cfg = choices.cfg
@@ -175,7 +176,7 @@ def _photos(choices: Choices, data: Survey, gpu: bool, transfer: bool) -> None:
     transfer = transfer and choices.why["pretrained"] != "given" or cfg.pretrained
     if transfer:
         choices.set("pretrained", True, "photos: start from the ImageNet weights")
-        choices.set("input_shape", entry.pretrained_cfg.input_size,
+        choices.set("input_shape", entry.pretrained_cfg.input_shape,
                     "the size the ImageNet weights were trained at")
         choices.set("freeze_epochs", 1, "fit the new head on the frozen backbone first")
         choices.set("epochs", 15, "fine-tuning converges in a few epochs")
