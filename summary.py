@@ -9,34 +9,35 @@ formula 1/N + 1/Dk^2.  ``--latency`` also times one image on the CPU.
 """
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
 
 import nets
-from nets.profile import count_macs, count_parameters, measure_latency, separable_costs
-from utils.cli import ArgumentParser, UserError, run, user_errors
+from utils.cli import UserError, run, user_errors
+from utils.settings import at_least, between, parse, setting
 
 
-def parse_args(argv: list[str] | None):
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbone", required=True, help=f"one of: {', '.join(nets.available())}")
-    parser.add_argument("--input-shape", nargs=2, type=int, default=(224, 224), metavar=("H", "W"),
-                        help="image size (default 224 224; below 96 the small-input stem)")
-    parser.add_argument("--width-mult", type=float,
-                        help="width multiplier α (MobileNets only; default 1.0)")
-    parser.add_argument("--num-classes", type=int, default=1000, help="outputs (default 1000)")
-    parser.add_argument("--in-channels", type=int, default=3, help="image channels (default 3)")
-    parser.add_argument("--latency", action="store_true",
-                        help="also time single-image inference on the CPU")
-    parser.add_argument("--runs", type=int, default=20, help="timed runs for --latency (median)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for --latency (default: torch's, one per core); "
-                             "1 gives steadier figures on a busy machine")
-    args = parser.parse_args(argv)
-    if args.runs < 1:
-        raise UserError(f"--runs must be at least 1, got {args.runs}")
-    if args.threads is not None and args.threads < 1:
-        raise UserError(f"--threads must be at least 1, got {args.threads}")
-    return args
+@dataclass
+class SummaryConfig:
+    """Which network to describe, and whether to time it."""
+
+    backbone: str | None = setting(None, "the network (required): "
+                                   f"{', '.join(nets.available())}")
+    input_shape: tuple[int, int] = setting((224, 224), "image size (below 96 the small-input "
+                                           "stem)")
+    width_mult: float | None = setting(None, "width multiplier α (MobileNets only; 1.0 when "
+                                       "not given)")
+    num_classes: int = setting(1000, "outputs", valid=between(1, 1_000_000))
+    in_channels: int = setting(3, "image channels", valid=between(1, 64))
+    latency: bool = setting(False, "also time single-image inference on the CPU", switch=True)
+    runs: int = setting(20, "timed runs for --latency (median)", valid=between(1, 10_000))
+    threads: int | None = setting(None, "CPU threads for --latency; 1 gives steadier figures "
+                                  "on a busy machine", valid=at_least(1, high=1024),
+                                  auto="torch's, one per core")
+
+    def check(self) -> None:
+        if self.backbone is None:
+            raise UserError("--backbone is required (one of: "
+                            f"{', '.join(nets.available())})")
 
 
 def _millions(n: float) -> str:
@@ -44,7 +45,11 @@ def _millions(n: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    import torch  # after the settings: a bad flag is answered without loading torch
+
+    from nets.profile import count_macs, count_parameters, measure_latency, separable_costs
+
+    args, _ = parse(SummaryConfig, argv, description=__doc__.split("\n\n")[0])
     shape = tuple(args.input_shape)
     build = dict(name=args.backbone, num_classes=args.num_classes, input_shape=shape,
                  in_channels=args.in_channels,

@@ -5,10 +5,16 @@ import torch
 from torch import nn
 
 
+#: The widest multiplier accepted: 8x the paper's channels is already hundreds of millions
+#: of parameters; beyond it a typo becomes an allocation no machine survives.
+MAX_WIDTH_MULT = 8.0
+
+
 def check_width_mult(width_mult: float) -> float:
-    """The width multiplier α as a float; ``ValueError`` unless it is positive."""
-    if not (isinstance(width_mult, (int, float)) and width_mult > 0):
-        raise ValueError(f"width_mult must be > 0, got {width_mult!r}")
+    """The width multiplier α as a float; ``ValueError`` unless 0 < α <= 8."""
+    if not (isinstance(width_mult, (int, float)) and 0 < width_mult <= MAX_WIDTH_MULT):
+        raise ValueError(f"width_mult must be > 0 and at most {MAX_WIDTH_MULT:g}, got "
+                         f"{width_mult!r}")
     return float(width_mult)
 
 

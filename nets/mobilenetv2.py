@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nets.common import (ConvBNAct, ImageClassifier, check_width_mult, init_weights,
-                         make_divisible)
+from nets.common import ConvBNAct, ImageClassifier, check_width_mult, init_weights, make_divisible
 from nets.geometry import stem_strides
 from nets.registry import PretrainedCfg, register_model
 

@@ -7,8 +7,8 @@ import pytest
 
 from tests.helpers import (COLOURS, assert_clean_error, make_dataset, make_image, run_script,
                            snapshot)
-from utils.data.lists import read_annotation, read_classes, write_annotation
 from utils.cli import UserError
+from utils.data.lists import read_annotation, read_classes, write_annotation
 
 
 def annotate(cwd, *args):
@@ -153,6 +153,16 @@ def test_a_missing_or_empty_dataset_is_a_clean_error(tmp_path, setup, needle):
     assert_clean_error(annotate(tmp_path), needle)
     after = {k: v for k, v in snapshot(tmp_path).items() if not k.startswith(".cache")}
     assert after == before
+
+
+def test_one_class_is_not_a_classifier_and_the_error_says_so(tmp_path):
+    make_dataset(tmp_path, classes=["cat"], train=3, test=1)
+    assert_clean_error(annotate(tmp_path), "one class folder (cat)", "at least two classes")
+    photos = tmp_path / "photos" / "cat"  # an import of a folder holding one class
+    make_image(photos / "a.png", COLOURS[0])
+    result = run_script("txt_annotation.py", "--from", tmp_path / "photos", "--force",
+                        cwd=tmp_path)
+    assert_clean_error(result, "one class folder (cat)", "at least two classes")
 
 
 def test_annotations_can_be_written_elsewhere(tmp_path):

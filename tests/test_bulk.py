@@ -6,8 +6,8 @@ import csv
 import pytest
 
 from tests.helpers import COLOURS, make_image
-from utils.inference.bulk import UNCERTAIN, CsvPredictions, sort_into
 from utils.cli import UserError
+from utils.inference.bulk import UNCERTAIN, CsvPredictions, sort_into
 
 
 def test_sorting_copies_into_class_folders_and_never_overwrites(tmp_path):

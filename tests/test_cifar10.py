@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import (assert_clean_error, listed, make_cifar10_archive, make_dataset, run_script,
-                           snapshot)
+from tests.helpers import (assert_clean_error, listed, make_cifar10_archive, make_dataset,
+                           run_script, snapshot)
 
 #: No test may reach the network: downloads go to a closed local port and fail at once.
 OFFLINE = {"CIFAR10_URL": "http://127.0.0.1:9/cifar-10-python.tar.gz", "CIFAR10_ARCHIVE": ""}

@@ -10,8 +10,8 @@ import torch
 from tests.helpers import COLOURS, make_dataset, make_image
 from utils.data import batches as data
 from utils.data import cache
-from utils.data.lists import read_annotation, write_annotation
 from utils.data.batches import Loading, make_batches
+from utils.data.lists import read_annotation, write_annotation
 from utils.data.preprocess import Geometry
 
 GEOMETRY = Geometry((16, 16))
@@ -32,8 +32,7 @@ def batches(annotation, *, train: bool, cache: bool, cache_dir) -> tuple[torch.T
     """Every image and label of ``annotation`` through one of the two paths: in file order
     for evaluation; for training (shuffled), in an order fixed by the pixels alone."""
     source = make_batches(read_annotation(annotation, ["cat", "dog"]), GEOMETRY, 8, train=train,
-                          device=torch.device("cpu"), source=annotation,
-                          loading=Loading(cache_dir=cache_dir if cache else None))
+                          source=annotation, loading=Loading(cache_dir=cache_dir if cache else None))
     if not train:
         images, labels, _ = zip(*source)
         return torch.cat(images), torch.cat(labels)

@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 
 from utils.evaluation import mistakes as errors_module
-from utils.evaluation.mistakes import (ERRORS_COLUMNS, ConfusedPair, Prediction, misclassified,
-                          most_confused, predictions_from_logits, write_errors_csv,
-                          write_top_losses)
 from utils.evaluation.metrics import ConfusionMatrix
+from utils.evaluation.mistakes import (ERRORS_COLUMNS, ConfusedPair, Prediction, misclassified,
+                                       most_confused, predictions_from_logits, write_errors_csv,
+                                       write_top_losses)
 
 CLASSES = ["cat, tabby", "犬", "frog"]  # a comma and a CJK name survive the CSV
 

@@ -15,9 +15,9 @@ import nets
 from tests import test_metrics as case
 from tests.helpers import assert_clean_error, make_dataset, run_script
 from tests.test_predict import make_checkpoint
+from utils.cli import UserError
 from utils.data.lists import write_annotation, write_classes
 from utils.model.checkpoint import load_checkpoint, save_checkpoint
-from utils.cli import UserError
 from utils.model.execution import Execution
 
 STUB_CLASSES = [f"class{i}" for i in range(case.NUM_CLASSES)]
@@ -57,7 +57,7 @@ def test_reports_equal_hand_computed_values(stub_project, mode, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == len(case.LABELS)
     assert metrics["top1"] == pytest.approx(case.EXPECTED_TOP1)
-    assert metrics["top5"] == pytest.approx(case.EXPECTED_TOP5) and metrics["k"] == 5
+    assert metrics["topk"] == pytest.approx(case.EXPECTED_TOP5) and metrics["k"] == 5
     assert metrics["mean_recall"] == pytest.approx(case.EXPECTED_MEAN_RECALL)
     assert metrics["mean_precision"] == pytest.approx(case.EXPECTED_MEAN_PRECISION)
     per_class = metrics["per_class"]
@@ -111,12 +111,12 @@ def test_top1_equals_the_top1_recorded_by_training(trained_project, monkeypatch)
     metrics = json.loads(Path("metrics_out/metrics.json").read_text())
     assert metrics["model"] == str(Path("logs/run/best.pth"))
     assert metrics["images"] == 6  # 2 of each class's 16 held out of train/ for validation
-    assert metrics["top1"] == best["top1"]
+    assert metrics["top1"] == best["val_top1"]
     # The CSV keeps 6 significant digits.  The loss moves with any change of pixels, so it
     # agreeing too shows both ran the same preprocessing, not just the same argmax.
-    assert metrics["top1"] == pytest.approx(float(logged["val_acc"]), rel=1e-5)
+    assert metrics["top1"] == pytest.approx(float(logged["val_top1"]), rel=1e-5)
     assert metrics["loss"] == pytest.approx(float(logged["val_loss"]), rel=1e-5)
-    assert metrics["k"] == 3 and metrics["top3"] == 1.0 and "top5" not in metrics
+    assert metrics["k"] == 3 and metrics["topk"] == 1.0
 
 
 def test_labels_out_of_range_is_a_clean_error(trained_project, tmp_path):
@@ -195,6 +195,31 @@ def test_the_same_names_in_another_order_are_matched_by_name(trained_project, tm
         scores.append((metrics["top1"], round(metrics["loss"], 5),
                        {c["class"]: c["recall"] for c in metrics["per_class"]}))
     assert scores[0] == scores[1]
+
+
+def test_a_folder_of_class_folders_scores_as_its_annotation_does(trained_project, tmp_path):
+    # eval.py DIR reads datasets/test/<class>/ itself: the figures of cls_test.txt, which
+    # lists exactly those images, whatever order the folders come in.
+    scores = []
+    for args in (["datasets/test"], ["--annotation", "cls_test.txt"]):
+        out = tmp_path / args[-1].replace("/", "_")
+        result = run_script("eval.py", *args, "--out", out, "--workers", "0",
+                            cwd=trained_project)
+        assert result.returncode == 0, result.stderr
+        metrics = json.loads((out / "metrics.json").read_text())
+        scores.append((metrics["images"], metrics["top1"], round(metrics["loss"], 5)))
+    assert scores[0] == scores[1] and scores[0][0] == 15
+
+
+def test_a_folder_eval_refuses_unknown_classes_and_split_folders(trained_project, tmp_path):
+    make_dataset(tmp_path, classes=["red", "purple"], train=1, test=1)
+    result = run_script("eval.py", tmp_path / "datasets" / "test", "--out", tmp_path / "o1",
+                        "--workers", "0", cwd=trained_project)
+    assert_clean_error(result, "does not know", "'purple'")
+    result = run_script("eval.py", tmp_path / "datasets", "--out", tmp_path / "o2",
+                        "--workers", "0", cwd=trained_project)
+    assert_clean_error(result, "split folders", "datasets/train")
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
 
 
 @pytest.mark.parametrize("name", ["mobilenetv2", "mobilenetv1", "resnet18"])

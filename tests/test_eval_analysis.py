@@ -131,9 +131,9 @@ def test_the_report_shows_the_confused_pairs_and_each_error_with_its_map(rigged)
 
 
 def test_tta_flip_averages_an_image_with_its_mirror(rigged):
-    from utils.inference.classifier import Classifier
+    from utils.inference.classifier import Classifier, RunOptions
 
-    classifier = Classifier.load("colour.pth", runtime="torch")
+    classifier = Classifier.load("colour.pth", RunOptions(runtime="torch"))
     batch = np.random.default_rng(0).integers(0, 255, (2, 3, 16, 16), dtype=np.uint8)
     plain = classifier.array_logits(batch)
     mirrored = classifier.array_logits(np.ascontiguousarray(batch[..., ::-1]))

@@ -168,7 +168,7 @@ def test_repeatedly_killed_run_resumes_to_the_end_and_loses_nothing(project):
     assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1))
     assert sorted(p.name for p in run_dir.glob("epoch_*.pth")) == [
         f"epoch_{e:03d}.pth" for e in range(1, EPOCHS + 1)]
-    val = [float(r["val_acc"]) for r in rows]
+    val = [float(r["val_top1"]) for r in rows]
     assert best["epoch"] == last["best_epoch"] == val.index(max(val)) + 1
-    assert best["top1"] == pytest.approx(max(val), abs=1e-6)
+    assert best["val_top1"] == pytest.approx(max(val), abs=1e-6)
     assert temp_files(run_dir) == []  # the torn writes were cleaned up

@@ -15,9 +15,7 @@ import numpy as np
 import pytest
 from matplotlib import font_manager
 
-from utils.evaluation import fonts
-
-from utils.evaluation import plots
+from utils.evaluation import fonts, plots
 
 CAT, DOG = "猫", "犬"  # CJK: in none of matplotlib's own fonts
 CYRILLIC, GREEK, ARABIC = "кошка", "γάτα", "قطة"
@@ -53,8 +51,8 @@ def draw_everything(tmp_path, classes, run_name="run-猫") -> None:
     matrix = np.arange(n * n).reshape(n, n) + 5 * np.eye(n, dtype=int)
     plots.plot_confusion(matrix, classes, tmp_path / "cm.png")
     plots.plot_per_class(np.linspace(0, 1, n), classes, tmp_path / "recall.png", "recall")
-    rows = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "train_acc": 0.5,
-             "val_acc": 0.5} for e in (1, 2)]
+    rows = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "train_top1": 0.5,
+             "val_top1": 0.5} for e in (1, 2)]
     plots.plot_curves(rows, tmp_path, run_name=run_name, best_epoch=2)
     images = [np.full((8, 8, 3), 40 * k, dtype=np.uint8) for k in range(n)]
     plots.plot_top_losses(images, classes, list(range(n)), [(k + 1) % n for k in range(n)],

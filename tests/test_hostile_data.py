@@ -18,17 +18,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import (COLOURS, ROOT, assert_clean_error, make_dataset, make_image,
-                           run_script, snapshot)
-from utils.data import importing as dataset_import
-from utils.data.checks import check_images
-from utils.data.lists import read_annotation, read_classes, write_classes
-from utils.data.scan import scan_splits
+from tests.helpers import (COLOURS, ROOT, assert_clean_error, make_dataset, make_image, run_script,
+                           snapshot)
 from utils.cli import UserError
+from utils.data import archives
+from utils.data import importing as dataset_import
 from utils.data.cache import _cache_key
+from utils.data.checks import check_images
 from utils.data.image import ImageError, load_image
-from utils.names import class_name_problem, name_problem, shown
+from utils.data.lists import read_annotation, read_classes, write_classes
 from utils.data.preprocess import resize_cover
+from utils.data.scan import scan_splits
+from utils.names import class_name_problem, name_problem, shown
 
 # ---------------------------------------------------------------------------------------------
 # Names that cannot round-trip through the annotation files
@@ -316,7 +317,7 @@ def test_a_read_only_datasets_folder_is_a_one_line_error(tmp_path, source, monke
 
 
 def test_the_expansion_limit_is_counted_and_can_be_raised(tmp_path, source, monkeypatch):
-    monkeypatch.setattr(dataset_import, "_RATIO_FLOOR", 2**20)  # so a 2 MiB bomb is one
+    monkeypatch.setattr(archives, "_RATIO_FLOOR", 2**20)  # so a 2 MiB bomb is one
     bomb = zip_bomb(tmp_path / "bomb.zip", source, 2 * 2**20)
     with pytest.raises(UserError, match="100 times its size.*--max-ratio N or "
                                         "DATASET_MAX_RATIO=N"):

@@ -63,7 +63,7 @@ def test_cifar10_slice_trains_well_above_chance(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "logs" / "slice"
     with open(run / "metrics.csv", newline="") as f:
-        val_top1 = [float(r["val_acc"]) for r in csv.DictReader(f)]
+        val_top1 = [float(r["val_top1"]) for r in csv.DictReader(f)]
     best = torch.load(run / "best.pth", weights_only=True)
     assert best["epoch"] == val_top1.index(max(val_top1)) + 1  # chosen on validation
     reported = json.loads((run / "results.json").read_text())["test"]

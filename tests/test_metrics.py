@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from utils.evaluation.metrics import ConfusionMatrix, class_report, topk_correct
 from utils.evaluation.scoring import evaluate
 from utils.model.execution import Execution
-from utils.evaluation.metrics import ConfusionMatrix, class_report, topk_correct
 
 # Six classes, nine images.  RANKINGS[i] lists the classes from most to least likely for
 # image i; its top-1 prediction is RANKINGS[i][0].
@@ -112,7 +112,7 @@ def test_evaluate_reports_hand_values_whatever_the_batching(batch_size):
     result = evaluate(StubNet(), stub_batches(batch_size), execution, NUM_CLASSES)
     assert result.count == len(LABELS)
     assert result.top1 == pytest.approx(EXPECTED_TOP1)
-    assert result.top5 == pytest.approx(EXPECTED_TOP5)
+    assert result.topk == pytest.approx(EXPECTED_TOP5)
     assert result.matrix.tolist() == EXPECTED_MATRIX
     expected_loss = torch.nn.functional.cross_entropy(stub_logits(), torch.tensor(LABELS))
     assert result.loss == pytest.approx(expected_loss.item(), rel=1e-6)

@@ -19,15 +19,14 @@ import eval as eval_script  # the top-level eval.py, not the builtin
 import predict
 from tests.helpers import ROOT, assert_clean_error, listed, make_dataset, run_script
 from tests.test_predict import CLASSES, make_checkpoint, run_json
-from utils.inference import onnx_cache
-from utils.inference import onnx_export
-from utils.data.lists import write_classes
-from utils.model.checkpoint import load_checkpoint, save_checkpoint
-from utils.inference.classifier import Classifier, choose_runtime
 from utils.cli import UserError
-from utils.model.spec import ModelSpec
-from utils.inference.onnx_runtime import QUANTIZATION_KEY, SOURCE_KEY, SPEC_KEY
+from utils.data.lists import write_classes
 from utils.data.preprocess import normalize, normalize_array
+from utils.inference import onnx_cache, onnx_export
+from utils.inference.classifier import Classifier, RunOptions, choose_runtime
+from utils.inference.onnx_runtime import QUANTIZATION_KEY, SOURCE_KEY, SPEC_KEY
+from utils.model.checkpoint import load_checkpoint, save_checkpoint
+from utils.model.spec import ModelSpec
 
 CKPT = "logs/run/best.pth"
 
@@ -68,7 +67,7 @@ def test_an_exported_model_carries_its_description_and_origin(trained):
     assert spec == ModelSpec.from_dict(ckpt) and spec.classes == tuple(CLASSES)
     assert json.loads(meta[SPEC_KEY]) == spec.to_dict()  # the whole description, as written
     assert json.loads(meta[SOURCE_KEY]) == {"checkpoint": CKPT, "epoch": ckpt["epoch"],
-                                            "val_top1": ckpt["top1"]}
+                                            "val_top1": ckpt["val_top1"]}
     (graph_input,) = onnx.load(str(trained / "model.onnx")).graph.input
     dims = graph_input.type.tensor_type.shape.dim
     assert graph_input.name == "input" and not dims[0].HasField("dim_value")  # dynamic batch
@@ -76,7 +75,7 @@ def test_an_exported_model_carries_its_description_and_origin(trained):
 
 
 def test_export_matches_pytorch_for_any_batch_size(trained):
-    model = Classifier.load(trained / CKPT, runtime="torch").runtime.model
+    model = Classifier.load(trained / CKPT, RunOptions(runtime="torch")).runtime.model
     session = ort.InferenceSession(str(trained / "model.onnx"), providers=["CPUExecutionProvider"])
     for batch in (1, 5):
         x = torch.randn(batch, 3, 16, 16)
@@ -88,7 +87,7 @@ def test_export_matches_pytorch_for_any_batch_size(trained):
 
 
 def test_a_diverging_export_is_an_error(trained):
-    model = Classifier.load(trained / CKPT, runtime="torch").runtime.model
+    model = Classifier.load(trained / CKPT, RunOptions(runtime="torch")).runtime.model
     with torch.no_grad():
         model.classifier.bias += 1e-3  # PyTorch side no longer matches the file
     with pytest.raises(UserError, match="differ from PyTorch"):
@@ -101,7 +100,7 @@ def test_torchscript_exporter_is_the_fallback(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(onnx_export, "_export_dynamo", broken)
     make_checkpoint(tmp_path / "model.pth", backbone="mobilenetv1")
-    classifier = Classifier.load(tmp_path / "model.pth", runtime="torch")
+    classifier = Classifier.load(tmp_path / "model.pth", RunOptions(runtime="torch"))
     diff = onnx_export.export_checked(classifier.spec, classifier.runtime.model,
                                       tmp_path / "model.onnx")
     assert "unsupported operator" in capsys.readouterr().err
@@ -160,7 +159,7 @@ def test_eval_scores_pth_and_onnx_alike(in_trained, tmp_path, capsys):
     for metrics, csv_text in (runs["cached"], runs["onnx"]):
         assert metrics["runtime"] == "onnxruntime"
         assert csv_text == matrix
-        for key in ("images", "top1", "top3", "mean_recall", "mean_precision", "per_class"):
+        for key in ("images", "top1", "topk", "mean_recall", "mean_precision", "per_class"):
             assert metrics[key] == reference[key], key
         assert metrics["loss"] == pytest.approx(reference["loss"], abs=1e-5)
     assert runs["onnx"][0]["model"] == "model.onnx" and runs["cached"][0]["model"] == CKPT
@@ -212,17 +211,17 @@ def test_the_cached_export_is_reused_until_the_checkpoint_changes(trained, tmp_p
     ckpt = load_checkpoint(trained / CKPT)
     save_checkpoint(ckpt, tmp_path / "m.pth")
     batch = np.random.default_rng(0).integers(0, 256, (4, 3, 16, 16), dtype=np.uint8)
-    first = Classifier.load("m.pth", runtime="onnxruntime").runtime.array_logits(batch)
-    again = Classifier.load("m.pth", runtime="auto")  # a cached export is worth using
+    first = Classifier.load("m.pth", RunOptions(runtime="onnxruntime")).runtime.array_logits(batch)
+    again = Classifier.load("m.pth", RunOptions(runtime="auto"))  # a cached export is worth using
     assert again.runtime.name == "onnxruntime" and len(exports) == 1
     np.testing.assert_array_equal(again.runtime.array_logits(batch), first)
 
     ckpt["model"]["classifier.bias"] += torch.tensor([1.0, 0.0, 0.0])  # retrained in place
     save_checkpoint(ckpt, tmp_path / "m.pth")
-    fresh = Classifier.load("m.pth", runtime="onnxruntime").runtime.array_logits(batch)
+    fresh = Classifier.load("m.pth", RunOptions(runtime="onnxruntime")).runtime.array_logits(batch)
     assert len(exports) == 2 and exports[1] != exports[0]
     assert [p.name for p in (tmp_path / ".cache" / "onnx").iterdir()] == [exports[1].name]
-    by_torch = Classifier.load("m.pth", runtime="torch").runtime.array_logits(batch)
+    by_torch = Classifier.load("m.pth", RunOptions(runtime="torch")).runtime.array_logits(batch)
     np.testing.assert_allclose(fresh, by_torch, atol=1e-4)
     np.testing.assert_allclose(fresh - first, [[1, 0, 0]] * 4, atol=1e-4)  # not the old one
 

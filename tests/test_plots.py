@@ -5,9 +5,8 @@ import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 import pytest
+from PIL import Image
 
 from utils.evaluation import plots
 from utils.evaluation.plots import plot_confusion, plot_curves, plot_per_class
@@ -20,9 +19,9 @@ def png_size(path) -> tuple[int, int]:
 
 
 def test_curves_are_redrawn_from_rows_and_tolerate_gaps(tmp_path):
-    rows = [{"epoch": 1.0, "train_loss": 2.0, "val_loss": 1.9, "train_acc": 0.3, "val_acc": 0.35},
-            {"epoch": 2.0, "train_loss": 1.5, "val_loss": math.nan, "train_acc": 0.5},
-            {"epoch": 3.0, "train_loss": 1.1, "val_loss": 1.2, "train_acc": 0.6, "val_acc": ""}]
+    rows = [{"epoch": 1.0, "train_loss": 2.0, "val_loss": 1.9, "train_top1": 0.3, "val_top1": 0.35},
+            {"epoch": 2.0, "train_loss": 1.5, "val_loss": math.nan, "train_top1": 0.5},
+            {"epoch": 3.0, "train_loss": 1.1, "val_loss": 1.2, "train_top1": 0.6, "val_top1": ""}]
     plot_curves(rows[:1], tmp_path)  # the first epoch: a single point per curve
     first = (tmp_path / "loss.png").read_bytes()
     plot_curves(rows, tmp_path)
@@ -68,8 +67,8 @@ def visible_xticks(ax) -> list[float]:
 
 @pytest.mark.parametrize("epochs", [1, 3, 7, 40])
 def test_curve_epoch_ticks_are_whole_numbers(monkeypatch, tmp_path, epochs):
-    rows = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "train_acc": 0.5,
-             "val_acc": 0.4} for e in range(1, epochs + 1)]
+    rows = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "train_top1": 0.5,
+             "val_top1": 0.4} for e in range(1, epochs + 1)]
     figures = captured_figures(monkeypatch)
     plot_curves(rows, tmp_path)
     for fig in figures.values():
@@ -79,8 +78,8 @@ def test_curve_epoch_ticks_are_whole_numbers(monkeypatch, tmp_path, epochs):
 
 def test_curves_mark_the_best_epoch_and_name_the_run(monkeypatch, tmp_path):
     val_acc = [0.30, 0.55, 0.61, 0.58, 0.60]
-    rows = [{"epoch": e, "train_loss": 2 / e, "val_loss": 2.2 / e, "train_acc": a + 0.1,
-             "val_acc": a} for e, a in enumerate(val_acc, start=1)]
+    rows = [{"epoch": e, "train_loss": 2 / e, "val_loss": 2.2 / e, "train_top1": a + 0.1,
+             "val_top1": a} for e, a in enumerate(val_acc, start=1)]
     figures = captured_figures(monkeypatch)
     plot_curves(rows, tmp_path, run_name="resnet18-cifar", best_epoch=3)
     assert set(figures) == {"loss.png", "accuracy.png"}

@@ -20,12 +20,12 @@ from PIL import Image
 import nets
 import predict
 from tests.helpers import assert_clean_error, make_dataset, make_image, run_script, snapshot
-from utils.data.lists import write_classes
-from utils.model.checkpoint import save_checkpoint
-from utils.inference.classifier import Classifier
 from utils.cli import UserError
 from utils.data.image import load_image
-from utils.inference.options import latest_checkpoint
+from utils.data.lists import write_classes
+from utils.inference.classifier import Classifier
+from utils.inference.config import latest_checkpoint
+from utils.model.checkpoint import save_checkpoint
 
 CLASSES = ["blue", "green", "red"]
 SHAPE = (16, 16)

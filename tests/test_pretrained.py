@@ -11,8 +11,8 @@ import torchvision
 import nets
 from nets.pretrained import load_pretrained
 from tests.helpers import ROOT
-from utils.model.checkpoint import save_checkpoint, transfer_from_file
 from utils.cli import UserError
+from utils.model.checkpoint import save_checkpoint, transfer_from_file
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from utils.evaluation.mistakes import Prediction, most_confused
 from utils.evaluation.metrics import class_report
+from utils.evaluation.mistakes import Prediction, most_confused
 from utils.evaluation.plots import plot_confusion, plot_curves
 from utils.evaluation.report import MAX_TABLE_CLASSES, Report
 
@@ -93,7 +93,7 @@ def evaluation_page(tmp_path: Path) -> Path:
     heat[:8, :8] = 1
     report = class_report(MATRIX)
     page = Report(out / "report.html", f"Evaluation of {EVIL}", subtitle="resnet18, 3 classes")
-    page.add_results({"images": 30, "top1": 23 / 30, "top3": 1.0, "k": 3, "loss": 0.61234,
+    page.add_results({"images": 30, "top1": 23 / 30, "topk": 1.0, "k": 3, "loss": 0.61234,
                       "mean_recall": report.mean_recall, "mean_precision": report.mean_precision})
     page.add_confusion(MATRIX, CLASSES, image=out / "confusion_matrix.png")
     page.add_per_class(CLASSES, report.precision, report.recall, report.support)
@@ -132,15 +132,15 @@ def test_evaluation_report_is_self_contained_and_shows_the_numbers(tmp_path):
 
 def test_training_report_settings_curves_and_results(tmp_path):
     run = tmp_path / "logs" / "run-1"
-    rows = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "train_acc": 0.2 * e,
-             "val_acc": 0.18 * e} for e in range(1, 5)]
+    rows = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "train_top1": 0.2 * e,
+             "val_top1": 0.18 * e} for e in range(1, 5)]
     plot_curves(rows, run, run_name="run-1", best_epoch=4)
     page = Report(run / "report.html", "run-1", subtitle="training run")
     page.add_settings({"backbone": "mobilenetv2", "input_shape": [32, 32], "lr": 0.1,
                        "amp": None, "augment": {"flip": True, "autoaugment": EVIL}},
                       plan="4 epochs x 10 steps, about 5 s")
     page.add_images("Training curves", [run / "loss.png", run / "accuracy.png"])
-    page.add_results({"top1": 0.72, "top5": 0.99, "mean_recall": 0.7, "mean_precision": 0.71})
+    page.add_results({"top1": 0.72, "topk": 0.99, "mean_recall": 0.7, "mean_precision": 0.71})
     path = page.write()
     page_ = Page(path)
     assert check_self_contained(path, page_) == 2

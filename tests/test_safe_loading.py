@@ -26,9 +26,9 @@ import txt_annotation
 from tests.helpers import ROOT, assert_clean_error, make_dataset, run_script, working_directory
 from tests.test_predict import make_checkpoint
 from tests.test_train import FAST
+from utils.cli import UserError
 from utils.model import checkpoint
 from utils.model.checkpoint import load_checkpoint, save_checkpoint
-from utils.cli import UserError
 from utils.train.state import TrainState
 
 # ---------------------------------------------------------------------------------------------

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import (COLOURS, assert_clean_error, listed, make_dataset, make_image,
-                           run_script)
-from utils.data.lists import read_annotation, write_annotation
+from tests.helpers import COLOURS, assert_clean_error, listed, make_dataset, make_image, run_script
 from utils.cli import UserError
+from utils.data.lists import read_annotation, write_annotation
 from utils.data.splits import held_out_counts
 
 

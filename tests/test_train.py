@@ -53,14 +53,14 @@ def test_short_run_learns_and_writes_every_output(project):
     rows = read_metrics(run_dir)
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
-    assert max(float(r["val_acc"]) for r in rows) >= 0.9  # chance is 1/3
+    assert max(float(r["val_top1"]) for r in rows) >= 0.9  # chance is 1/3
     for name in ("best.pth", "last.pth", "epoch_002.pth", "epoch_004.pth", "config.json",
                  "loss.png", "accuracy.png"):
         assert (run_dir / name).stat().st_size > 0, name
     assert list(run_dir.glob("events.out.tfevents.*"))
     best, last = load_checkpoint(run_dir / "best.pth"), load_checkpoint(run_dir / "last.pth")
-    val = [float(r["val_acc"]) for r in rows]
-    assert best["top1"] == pytest.approx(max(val), abs=1e-6)
+    val = [float(r["val_top1"]) for r in rows]
+    assert best["val_top1"] == pytest.approx(max(val), abs=1e-6)
     assert best["epoch"] == val.index(max(val)) + 1
     assert last["epoch"] == 5 and last["classes"] == ["blue", "green", "red"]
     assert last["backbone"] == "resnet18" and last["input_shape"] == [16, 16]
@@ -77,7 +77,7 @@ def test_resume_replays_exactly_the_remaining_epochs(project):
     expected, got = read_metrics(whole)[2:], read_metrics(resumed)
     assert [r["epoch"] for r in got] == ["3", "4"]
     for e, g in zip(expected, got):
-        for key in ("lr", "train_loss", "train_acc", "val_loss", "val_acc"):
+        for key in ("lr", "train_loss", "train_top1", "val_loss", "val_top1"):
             assert float(g[key]) == pytest.approx(float(e[key]), rel=1e-4, abs=1e-6), key
     assert load_checkpoint(resumed / "last.pth")["epoch"] == 4
 
@@ -133,23 +133,22 @@ def test_torchrun_two_processes_match_single_process_eval(project):
     assert [p.name for p in (project / "logs").iterdir()] == ["ddp"]
     row = read_metrics(project / "logs" / "ddp")[0]
 
-    from utils.data.lists import read_annotation
-    from utils.model.checkpoint import build_model, check_checkpoint
     from utils.data.batches import Loading, make_batches
+    from utils.data.lists import read_annotation
     from utils.evaluation.scoring import evaluate
+    from utils.model.checkpoint import build_model, check_checkpoint
     from utils.model.execution import Execution
 
     ckpt = load_checkpoint(project / "logs" / "ddp" / "last.pth")
     spec = check_checkpoint(ckpt, "last.pth")
     annotation = project / "cls_val.txt"  # what every epoch is scored on
-    batches = make_batches(read_annotation(annotation, spec.classes), spec.geometry, 16, train=False,
-                           device=torch.device("cpu"), source=annotation,
-                           loading=Loading(cache_dir=None))
+    batches = make_batches(read_annotation(annotation, spec.classes), spec.geometry, 16,
+                           train=False, source=annotation, loading=Loading(cache_dir=None))
     execution = Execution.create(spec, torch.device("cpu"))  # channels-last, as trained
     model = execution.prepare(build_model(spec, ckpt["model"]))
     result = evaluate(model, batches, execution, 3)
     assert result.count == 9  # 3 of each class held out of the 32 training images
-    assert float(row["val_acc"]) == pytest.approx(result.top1, abs=1e-6)
+    assert float(row["val_top1"]) == pytest.approx(result.top1, abs=1e-6)
     # Two shards run convolutions at other batch sizes: float sums differ in the 4th digit.
     assert float(row["val_loss"]) == pytest.approx(result.loss, abs=1e-3)
 
@@ -199,7 +198,7 @@ def test_backbone_defaults_apply_unless_given():
     gpu = torch.device("cuda")
 
     def lr(*argv):
-        cfg, explicit = train_script.parse(train_script.TrainConfig, list(argv))
+        cfg, explicit = train_script.parse(train_script.TrainConfig, list(argv), config_file=True)
         return recipe.choose(cfg, explicit, cifar, gpu).cfg.lr
 
     assert lr("--backbone", "vgg16") == 0.01
@@ -214,23 +213,23 @@ def test_config_file_round_trips_and_flags_override_it(tmp_path):
     from utils.settings import to_dict
 
     cfg, _ = train_script.parse(train_script.TrainConfig, ["--epochs", "7", "--input-shape",
-                                                           "64", "48"])
+                                                           "64", "48"], config_file=True)
     path = tmp_path / "run.json"
     path.write_text(json.dumps(to_dict(cfg)))
     loaded, _ = train_script.parse(train_script.TrainConfig, ["--config", str(path),
-                                                              "--batch-size", "32"])
+                                                              "--batch-size", "32"], config_file=True)
     assert loaded.epochs == 7 and loaded.input_shape == (64, 48) and loaded.batch_size == 32
     path.write_text(json.dumps({"optimizer": "lion"}))
     with pytest.raises(Exception, match="choose from"):
-        train_script.parse(train_script.TrainConfig, ["--config", str(path)])
+        train_script.parse(train_script.TrainConfig, ["--config", str(path)], config_file=True)
 
 
 def test_best_is_chosen_on_val_and_the_test_set_is_scored_once_at_the_end(project):
     result = train(project, "--epochs", "3", "--run-name", "honest")
     run_dir = project / "logs" / "honest"
     rows = read_metrics(run_dir)
-    assert {"val_acc", "val_top3", "val_recall"} <= set(rows[0]) and "val_top5" not in rows[0]
-    val = [float(r["val_acc"]) for r in rows]
+    assert {"val_top1", "val_topk", "val_mean_recall"} <= set(rows[0]) and "val_top5" not in rows[0]
+    val = [float(r["val_top1"]) for r in rows]
     best = load_checkpoint(run_dir / "best.pth")
     assert best["epoch"] == val.index(max(val)) + 1
     results = json.loads((run_dir / "results.json").read_text())
@@ -241,10 +240,10 @@ def test_best_is_chosen_on_val_and_the_test_set_is_scored_once_at_the_end(projec
     assert evaluated.returncode == 0, evaluated.stderr
     metrics = json.loads((project / "metrics_out" / "metrics.json").read_text())
     assert metrics["top1"] == results["test"]["top1"]
-    assert metrics["top3"] == results["test"]["top3"]
+    assert metrics["topk"] == results["test"]["topk"]
     # Every line says which set it is about, and top-k says its k (3 classes: top-3).
     output = result.stdout + result.stderr
-    assert "val loss" in output and "top-3" in output and "top-5" not in output
+    assert "val top-1" in output and "top-3" in output and "top-5" not in output
     assert re.search(r"test \(12 images in cls_test.txt, scored once with best.pth\): "
                      r"top-1 [\d.]+, top-3 [\d.]+, mean recall", output)
     # The run's report.html: opens from disk, references only files that exist, and shows
@@ -262,7 +261,7 @@ def test_without_a_validation_set_best_is_the_last_epoch_and_that_is_said(projec
     assert run_script("txt_annotation.py", "--val-fraction", "0", cwd=project).returncode == 0
     result = train(project, "--epochs", "2", "--run-name", "noval", "--class-weights", "auto")
     run_dir = project / "logs" / "noval"
-    assert [r["val_acc"] for r in read_metrics(run_dir)] == ["", ""]
+    assert [r["val_top1"] for r in read_metrics(run_dir)] == ["", ""]
     assert load_checkpoint(run_dir / "best.pth")["epoch"] == 2
     results = json.loads((run_dir / "results.json").read_text())
     assert "last epoch" in results["selected_by"] and results["test"]["images"] == 12

@@ -35,8 +35,7 @@ from PIL import Image
 
 import train
 import txt_annotation
-from tests.helpers import (COLOURS, make_dataset, make_image, run_script, snapshot,
-                           working_directory)
+from tests.helpers import COLOURS, make_dataset, make_image, run_script, snapshot, working_directory
 from tests.test_predict import make_checkpoint
 from tests.test_train import FAST
 from utils.data.lists import read_annotation

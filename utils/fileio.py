@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from utils.cli import UserError
-from utils.names import shown
 from utils.layout import DATASETS
+from utils.names import shown
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:

@@ -1,11 +1,17 @@
-"""A dataclass is the config: every field becomes a flag, and ``--config run.json`` loads one.
+"""One settings system for every script: a dataclass is the command line.
 
-Precedence: dataclass defaults < ``--config`` file < flags given on the command line.
-Fields are declared with :func:`setting`: a help text, optional ``choices`` and an optional
-``valid`` range (:func:`at_least`, :func:`between`).  Every value is checked for type and
-range whichever way it came in, before anything is written: ``"epochs": 1.5``,
-``"batch_size": true``, ``--lr nan`` or ``--seed 1e20`` are one-line errors, never a
-truncated number, a crash deep in a run, or a run folder left behind.
+Each script's settings are a dataclass whose fields are declared with :func:`setting`: a
+help text, optional ``choices``, an optional ``valid`` range (:func:`at_least`,
+:func:`between`, :func:`above`) and how the flag looks (a positional argument, a switch, a
+metavar).  :func:`parse` builds the parser from the fields, so every flag's help ends with
+its default, and checks every value for type and range whichever way it came in, before
+anything is written: ``"epochs": 1.5``, ``"batch_size": true``, ``--lr nan`` or
+``--seed 1e20`` are one-line errors, never a truncated number, a crash deep in a run, or a
+run folder left behind.  A dataclass may add a ``check()`` method for rules between its
+fields; it runs after every value is in.
+
+``train.py`` also takes ``--config run.json``.  Precedence: dataclass defaults <
+``--config`` file < flags given on the command line.
 """
 from __future__ import annotations
 
@@ -40,36 +46,54 @@ class Range:
     def __str__(self) -> str:
         if self.high == math.inf:
             text = f"{'above' if self.low_open else 'at least'} {self.low:g}"
+        elif self.low_open:
+            text = f"above {self.low:g} and at most {self.high:g}"
         else:
             text = f"between {self.low:g} and {self.high:g}"
         return f"{text} ({self.why})" if self.why else text
 
 
-def at_least(low: float, why: str = "") -> Range:
-    return Range(low, why=why)
+def at_least(low: float, why: str = "", high: float = math.inf) -> Range:
+    return Range(low, high, why=why)
 
 
-def above(low: float) -> Range:
-    return Range(low, low_open=True)
+def above(low: float, high: float = math.inf, why: str = "") -> Range:
+    return Range(low, high, low_open=True, why=why)
 
 
-def between(low: float, high: float) -> Range:
-    return Range(low, high)
+def between(low: float, high: float, why: str = "") -> Range:
+    return Range(low, high, why=why)
 
 
 def setting(default, help: str, choices: Sequence | None = None, valid: Range | None = None,
-            auto: str | None = None):
-    """A config field.  ``auto`` says how the value is chosen when not given (the dataclass
-    default is then only the fallback), for ``--help`` and the run's plan."""
-    metadata = {"help": help, "choices": tuple(choices) if choices else None,
-                "valid": valid, "auto": auto}
+            auto: str | None = None, *, flag: str | None = None, metavar=None,
+            positional: bool = False, switch: bool = False, group: str | None = None):
+    """A settings field.
+
+    Args:
+        default: the value when not given (a tuple default becomes a fresh tuple).
+        help: what it does; the default is appended in ``--help``.
+        choices: the allowed values.
+        valid: the allowed range of a number (each element of a tuple of numbers).
+        auto: how the value is chosen when not given (the default is then only the
+            fallback), for ``--help`` and the training plan.
+        flag: the flag's name when it is not the field's (``--from`` for ``source``).
+        metavar: how ``--help`` names the value.
+        positional: an argument without a flag (a tuple field takes any number).
+        switch: a boolean flag without a ``--no-`` form (off unless given).
+        group: the ``--help`` section the flag is listed in.
+    """
+    metadata = {"help": help, "choices": tuple(choices) if choices else None, "valid": valid,
+                "auto": auto, "flag": flag, "metavar": metavar, "positional": positional,
+                "switch": switch, "group": group}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: tuple(default), metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+def flag_of(f: dataclasses.Field) -> str:
+    """The command-line spelling of a field: ``--batch-size`` for ``batch_size``."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
 def _base(kind):
@@ -79,35 +103,75 @@ def _base(kind):
     return kind
 
 
-def build_parser(cls: type, description: str = "") -> ArgumentParser:
-    """An argument parser with one flag per dataclass field, plus ``--config``.
+def _tuple_parts(kind) -> tuple[type, int | None] | None:
+    """``(element type, length)`` of ``tuple[int, int]`` (length 2) or ``tuple[str, ...]``
+    (length None); None for other types."""
+    if typing.get_origin(kind) is not tuple:
+        return None
+    args = typing.get_args(kind)
+    if len(args) == 2 and args[1] is Ellipsis:
+        return args[0], None
+    return args[0], len(args)
 
-    Every flag's help ends with its default (or how it is chosen), since flags are absent
-    from the parsed result unless given: the caller learns which settings were explicit.
+
+def _shown(value) -> str:
+    if value is None:
+        return "none"
+    return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def build_parser(cls: type, description: str = "", config_file: bool = False
+                 ) -> ArgumentParser:
+    """An argument parser with one argument per field of dataclass ``cls``.
+
+    Every flag's help ends with its default (or how it is chosen).  Flags are absent from
+    the parsed result unless given, so the caller learns which settings were explicit.
     """
-    parser = ArgumentParser(description=description)
-    parser.add_argument("--config", help="JSON file of settings (flags given here override it)")
+    parser = ArgumentParser(description=description,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    if config_file:
+        parser.add_argument("--config", help="JSON file of settings (flags given here "
+                            "override it)")
+    groups: dict[str | None, Any] = {None: parser}
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if "help" not in meta:
+            continue  # not a setting (a field the code fills in)
         kind = _base(hints[f.name])
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
-        help_text = f.metadata.get("help", "")
-        help_text += (f" (default: {f.metadata['auto']}; else {shown})" if f.metadata.get("auto")
-                      else f" (default: {shown})")
+        help_text = meta["help"]
+        if meta.get("auto"):
+            help_text += f" (default: {meta['auto']}" + (
+                f"; else {_shown(default)})" if default is not None else ")")
+        elif not (meta.get("switch") or meta.get("positional") and not default):
+            help_text += f" (default: {_shown(default)})"
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS,
                                   "help": help_text.replace("%", "%%")}
+        parts = _tuple_parts(kind)
         if kind is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(kind) is tuple:
-            count = len(typing.get_args(kind))
-            kwargs.update(nargs=count, type=typing.get_args(kind)[0],
-                          metavar=tuple(s.upper() for s in ("h", "w")[:count]))
+            kwargs["action"] = "store_true" if meta.get("switch") \
+                else argparse.BooleanOptionalAction
+        elif parts is not None:
+            element, count = parts
+            kwargs.update(type=element, nargs=count or ("*" if meta.get("positional") else "+"))
+            if count == 2 and meta.get("metavar") is None:
+                kwargs["metavar"] = ("H", "W")
         else:
             kwargs["type"] = kind
-        if f.metadata.get("choices"):
-            kwargs["choices"] = f.metadata["choices"]
-        parser.add_argument(_flag(f.name), **kwargs)
+            if meta.get("positional"):
+                kwargs["nargs"] = "?"
+        if meta.get("choices"):
+            kwargs["choices"] = meta["choices"]
+        if meta.get("metavar") is not None:
+            kwargs["metavar"] = meta["metavar"]
+        group = meta.get("group")
+        if group not in groups:
+            groups[group] = parser.add_argument_group(group)
+        if meta.get("positional"):
+            groups[group].add_argument(f.name, **kwargs)
+        else:
+            groups[group].add_argument(flag_of(f), dest=f.name, **kwargs)
     return parser
 
 
@@ -119,30 +183,33 @@ def from_dict(cls: type[T], values: dict[str, Any], source: str = "config") -> T
     for name, value in values.items():
         if name not in fields:
             raise UserError(f"{source}: unknown setting {name!r}")
-        kwargs[name] = _checked(name, value, hints[name], fields[name].metadata, source)
+        kwargs[name] = _checked(fields[name], value, hints[name], source)
     return cls(**kwargs)
 
 
-def _checked(name: str, value, kind, metadata, source: str):
+def _checked(f: dataclasses.Field, value, kind, source: str):
     """``value`` as the field's type; a :class:`UserError` unless exactly that."""
     optional = _base(kind) is not kind
     kind = _base(kind)
-    what = f"{source}: {name} = {value!r}"
+    shown_name = f.name if f.metadata.get("positional") else flag_of(f)
+    what = f"{source}: {f.name} = {value!r}"
     if value is None and optional:
         return None
-    if typing.get_origin(kind) is tuple:
-        parts = typing.get_args(kind)
-        if not isinstance(value, (list, tuple)) or len(value) != len(parts):
-            raise UserError(f"{what} is not {len(parts)} numbers")
-        value = tuple(_scalar(v, parts[0], what) for v in value)
+    parts = _tuple_parts(kind)
+    if parts is not None:
+        element, count = parts
+        if not isinstance(value, (list, tuple)) or (count is not None and len(value) != count):
+            raise UserError(f"{what} is not {count or 'a list of'} "
+                            f"{'numbers' if element in (int, float) else 'values'}")
+        value = tuple(_scalar(v, element, what) for v in value)
     else:
         value = _scalar(value, kind, what)
-    choices, valid = metadata.get("choices"), metadata.get("valid")
-    if choices and value not in choices:
+    choices, valid = f.metadata.get("choices"), f.metadata.get("valid")
+    values = value if isinstance(value, tuple) else (value,)
+    if choices and not all(v in choices for v in values):
         raise UserError(f"{what}; choose from {', '.join(map(str, choices))}")
-    if valid is not None and not all(v in valid for v in (value if isinstance(value, tuple)
-                                                          else (value,))):
-        raise UserError(f"{_flag(name)} must be {valid}, not {value!r}"
+    if valid is not None and not all(v in valid for v in values):
+        raise UserError(f"{shown_name} must be {valid}, not {_shown(value)}"
                         + ("" if source == "command line" else f" ({source})"))
     return value
 
@@ -178,21 +245,27 @@ def load_json(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def parse(cls: type[T], argv: Sequence[str] | None = None, description: str = "",
-          ) -> tuple[T, set[str]]:
-    """Parse the command line into ``cls``; also return the names the user set explicitly."""
-    args = vars(build_parser(cls, description).parse_args(argv))
-    config_file = args.pop("config", None)
-    values = load_json(config_file) if config_file else {}
+def parse(cls: type[T], argv: Sequence[str] | None = None, description: str = "", *,
+          config_file: bool = False) -> tuple[T, set[str]]:
+    """Parse the command line into ``cls``; also return the names the user set explicitly.
+
+    With ``config_file``, ``--config FILE`` loads settings that the flags override.  The
+    result's ``check()`` method, if it has one, runs last.
+    """
+    args = vars(build_parser(cls, description, config_file).parse_args(argv))
+    config = args.pop("config", None)
+    values = load_json(config) if config else {}
     explicit = set(values) | set(args)
-    checked = from_dict(cls, values, source=config_file) if config_file else None
+    checked = from_dict(cls, values, source=config) if config else None
     flags = from_dict(cls, args, source="command line")
     merged = {**({k: getattr(checked, k) for k in values} if checked else {}),
               **{k: getattr(flags, k) for k in args}}
-    return dataclasses.replace(cls(), **merged), explicit
+    result = dataclasses.replace(cls(), **merged)
+    if hasattr(result, "check"):
+        result.check()
+    return result, explicit
 
 
 def to_dict(config) -> dict[str, Any]:
     """JSON-ready dict of a config (tuples become lists)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
-

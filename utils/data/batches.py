@@ -26,12 +26,12 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from utils.data import preprocess
 from utils.cli import UserError
-from utils.distributed import Dist
-from utils.data.image import load_or_warn
+from utils.data import preprocess
 from utils.data.cache import DecodedCache, ImageDataset, collate_valid, decoded_nbytes
+from utils.data.image import load_or_warn
 from utils.data.preprocess import Geometry
+from utils.distributed import Dist
 from utils.layout import CACHE_DIR
 
 #: The random stream of batch shuffling; augmentation draws streams 0 .. world_size - 1.
@@ -64,16 +64,22 @@ def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
 
 @dataclass(frozen=True)
 class Loading:
-    """How images are read into batches.
+    """How this process makes its batches: the settings every batch source of a run shares.
 
     Attributes:
         workers: decoding processes (0 decodes in this process).
         cache_dir: where the decode cache lives; ``None`` decodes every image on the fly.
+        device: where the batches are used (a GPU keeps the decode cache when it fits).
+        dist: this process's share of a ``torchrun`` job.
+        seed: the run's seed: the shuffle of each epoch derives from it.
         cache_max_gb: datasets whose decoded form is larger stream instead.
     """
 
     workers: int = 0
     cache_dir: str | os.PathLike | None = CACHE_DIR
+    device: torch.device = torch.device("cpu")
+    dist: Dist = Dist()
+    seed: int = 0
     cache_max_gb: float = 16.0
 
 
@@ -163,16 +169,16 @@ def check_batch_size(batch_size: int, samples: Sequence, source, flag: str = "--
 
 
 def make_batches(samples: Sequence[tuple[int, str]], geometry: Geometry, batch_size: int, *,
-                 train: bool, device: torch.device, source, loading: Loading = Loading(),
-                 seed: int = 0, dist: Dist = Dist()):
-    """Batches of ``(uint8 images, labels)`` of ``samples`` (the lines of annotation file
-    ``source``, which names their decode cache).
+                 train: bool, source, loading: Loading = Loading()):
+    """Batches of ``(uint8 images, labels, lines)`` of ``samples`` (the lines of annotation
+    file ``source``, which names their decode cache), made as ``loading`` says.
 
-    Uses the decode cache when it fits ``loading.cache_max_gb`` (kept on ``device`` when that
-    is a GPU with room for it), else per-sample decoding.  ``len()`` is the number of
-    batches; training batches are shuffled per epoch (``set_epoch``) and sharded over
-    ``dist``'s processes.
+    Uses the decode cache when it fits ``loading.cache_max_gb`` (kept on the device when
+    that is a GPU with room for it), else per-sample decoding.  ``len()`` is the number of
+    batches; training batches are shuffled per epoch (``set_epoch``) and sharded over the
+    job's processes.
     """
+    device, dist, seed = loading.device, loading.dist, loading.seed
     cacheable = decoded_nbytes(len(samples), geometry, train) <= loading.cache_max_gb * 2**30
     if loading.cache_dir is not None and cacheable:
         decoded = DecodedCache.build(samples, geometry, train, source=source,

@@ -26,8 +26,8 @@ from PIL import Image
 
 from utils.cli import UserError
 from utils.data.importing import install_dataset
-from utils.names import class_name_problem
 from utils.layout import DATASETS
+from utils.names import class_name_problem
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import stat
 import warnings
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -87,29 +88,9 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
     its output only, whatever the image's shape.
     """
     limit = pixel_limit()
-    try:
-        mode = os.stat(path).st_mode  # a device is never opened: opening can have effects
-        if not stat.S_ISREG(mode):
-            raise ImageError(path, _not_regular(mode))
-        # Non-blocking, so that a named pipe put there meanwhile cannot block the open.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        broken = os.path.islink(path)
-        raise ImageError(path, "a link to a missing file" if broken else "file not found") \
-            from None
-    except PermissionError:
-        raise ImageError(path, "permission denied") from None
-    except OSError as exc:  # a link loop, a name too long, ...
-        raise ImageError(path, f"cannot be opened ({exc.strerror or exc})") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise ImageError(path, _not_regular(info.st_mode))
     # Opening the file ourselves keeps Pillow from closing it under the returned image
     # and lets an empty file be told apart from a corrupt one.
-    with open(fd, "rb") as f:
-        if info.st_size == 0:
-            raise ImageError(path, "empty file (0 bytes)")
+    with open_regular_file(path) as f:
         try:
             # Pillow only warns between 1x and 2x the limit; a limit is a limit.
             with warnings.catch_warnings():
@@ -131,6 +112,32 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
         return to_rgb(image)
     except Exception as exc:  # noqa: BLE001 - broken EXIF or an unconvertible colour mode
         raise ImageError(path, f"cannot convert to RGB ({_short(exc)})") from None
+
+
+def open_regular_file(path: str | os.PathLike) -> BinaryIO:
+    """``path`` opened for reading in binary, if it is a regular, non-empty file; else an
+    :class:`ImageError` saying what it is (a named pipe or a device is never opened:
+    opening can block or have effects)."""
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise ImageError(path, _not_regular(mode))
+        # Non-blocking, so that a named pipe put there meanwhile cannot block the open.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        broken = os.path.islink(path)
+        raise ImageError(path, "a link to a missing file" if broken else "file not found") \
+            from None
+    except PermissionError:
+        raise ImageError(path, "permission denied") from None
+    except OSError as exc:  # a link loop, a name too long, ...
+        raise ImageError(path, f"cannot be opened ({exc.strerror or exc})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+        os.close(fd)
+        raise ImageError(path, _not_regular(info.st_mode) if not stat.S_ISREG(info.st_mode)
+                         else "empty file (0 bytes)")
+    return open(fd, "rb")
 
 
 def load_or_warn(path: str | os.PathLike) -> Image.Image | None:

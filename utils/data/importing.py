@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 from utils.cli import UserError
-from utils.data.archives import (BLOCK, Budget, extract_tar, extract_zip,
-                                  max_ratio_setting, write_file)
+from utils.data.archives import (BLOCK, Budget, extract_tar, extract_zip, max_ratio_setting,
+                                 write_file)
 from utils.fileio import write_atomic
 from utils.layout import DATASETS, SPLITS
 from utils.names import class_name_problem, same_names, shown
@@ -268,6 +268,11 @@ def _dataset_root(folder: Path, name: Path | None = None) -> tuple[Path, list[st
     names = visible(root)
     if len([n for n in names if (root / n).is_dir()]) >= 2 and not set(names) & set(SPLITS):
         return root, []
+    folders = [n for n in top if (folder / n).is_dir()]
+    if len(folders) == 1 and not (folder / folders[0] / "train").is_dir() and len(roots) == 2 \
+            and not any((root / n).is_dir() for n in names):
+        raise UserError(f"{shown(name or folder)} holds one class folder ({shown(folders[0])}): "
+                        "a classifier needs at least two classes, one folder of images each")
     found = ", ".join(map(shown, top[:5])) + (", ..." if len(top) > 5 else "") or "nothing"
     raise UserError(f"{shown(name or folder)} must hold train/<class>/ (with optional val/ "
                     f"and test/), or just one folder per class, optionally inside one "

@@ -27,7 +27,6 @@ import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
-
 from utils.cli import UserError
 from utils.fileio import write_atomic
 from utils.layout import ANNOTATION_FILES, DEFAULT_CLASSES, SPLITS

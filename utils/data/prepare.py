@@ -6,30 +6,26 @@ Without a ``val/`` (or ``test/``) folder, that set is carved out of ``train/``
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
-
 from utils.cli import UserError, warn
 from utils.data import splits
-from utils.data.image import IMAGE_EXTENSIONS
 from utils.data.checks import check_images
+from utils.data.config import AnnotationConfig
+from utils.data.image import IMAGE_EXTENSIONS
 from utils.data.lists import write_annotations
 from utils.data.scan import SplitScan, find_classes, scan_splits
-from utils.layout import ANNOTATION_FILES, CACHE_DIR, DATASETS, DEFAULT_CLASSES, SPLITS
+from utils.layout import ANNOTATION_FILES, CACHE_DIR, SPLITS
 from utils.names import shown
 
 #: Largest / smallest training class above which the import suggests class weights.
 IMBALANCE_WARNING = 3.0
 
 
-def prepare_annotations(datasets: str | os.PathLike = DATASETS,
-                        classes_file: str | os.PathLike = DEFAULT_CLASSES,
-                        out_dir: str | os.PathLike = ".", workers: int = 1,
-                        val_fraction: float = 0.1, test_fraction: float = 0.1,
-                        seed: int = 0) -> None:
-    """Scan ``datasets/{train,val,test}``, check every image, write the class list and lists.
+def prepare_annotations(cfg: AnnotationConfig) -> None:
+    """Scan ``cfg.datasets/{train,val,test}``, check every image, write the class list and
+    the lists.
 
     ``val/`` and ``test/`` are optional: a missing (or image-less) one is carved out of
     ``train/``, ``val_fraction`` / ``test_fraction`` of each class (:mod:`utils.data.splits`,
@@ -38,7 +34,42 @@ def prepare_annotations(datasets: str | os.PathLike = DATASETS,
     are only rewritten when their content changes, so a re-run on the same data touches
     nothing.  Verdicts are cached in ``<out_dir>/.cache/`` to keep re-runs fast.
     """
-    datasets, out_dir = Path(datasets), Path(out_dir)
+    datasets, out_dir = Path(cfg.datasets), Path(cfg.out_dir)
+    train_dir = datasets / "train"
+    classes, folders, scans = _scan(datasets)
+    usable, skipped = _checked(scans, classes, cfg.workers, out_dir / CACHE_DIR)
+    carved, sources = _held_out_sets(usable, classes, folders, datasets, cfg)
+    if carved:
+        for split in carved:
+            usable[split] = {}
+        for name in classes:
+            usable["train"][name], held = splits.carve(usable["train"][name], carved,
+                                                       cfg.split_seed, train_dir)
+            for split, paths in held.items():
+                usable[split][name] = paths
+
+    counts = {name: [len(usable[split][name]) for split in SPLITS] + [skipped[name]]
+              for name in classes}
+    _print_counts(counts)
+    for split in SPLITS:
+        print(f"{split:<5} images: {sources[split]}")
+    _warn_about_counts(counts, classes, train_dir, cfg.val_fraction)
+    for column, split in enumerate(SPLITS[1:], 1):
+        if split in folders and split not in carved:
+            for name in classes:
+                if not counts[name][column]:
+                    warn(f"class {name!r} has no usable images in {folders[split] / name}/: "
+                         f"it is not in {ANNOTATION_FILES[split]}")
+    if not any(usable["train"].values()):
+        raise UserError(f"no usable training images in {train_dir}/")
+
+    samples = {split: [(class_id, path) for class_id, name in enumerate(classes)
+                       for path in usable[split][name]] for split in SPLITS}
+    write_annotations(classes, samples, cfg.classes, out_dir)
+
+
+def _scan(datasets: Path) -> tuple[list[str], dict[str, Path], dict[str, SplitScan]]:
+    """The class names (train's folders), the split folders there are, and what they hold."""
     train_dir = datasets / "train"
     if not train_dir.is_dir():
         raise UserError(f"{train_dir}/ not found: put images in {train_dir}/<class>/ (and "
@@ -48,6 +79,9 @@ def prepare_annotations(datasets: str | os.PathLike = DATASETS,
     if not classes:
         raise UserError(f"{train_dir}/ has no class folders: put each class's images "
                         f"in {train_dir}/<class>/")
+    if len(classes) == 1:
+        raise UserError(f"{train_dir}/ has one class folder ({classes[0]}): a classifier needs "
+                        f"at least two classes, one folder of images each in {train_dir}/")
     folders = {split: datasets / split for split in SPLITS if (datasets / split).is_dir()}
     scans = scan_splits(folders)
     for split in ("val", "test"):
@@ -60,22 +94,35 @@ def prepare_annotations(datasets: str | os.PathLike = DATASETS,
         listed = ", ".join(map(shown, ignored[:3])) + (", ..." if len(ignored) > 3 else "")
         warn(f"ignored {len(ignored)} file(s) without an image extension ({listed}); "
              f"images must end in {', '.join(IMAGE_EXTENSIONS)}")
+    return classes, folders, scans
 
+
+def _checked(scans: dict[str, SplitScan], classes: list[str], workers: int, cache_dir: Path
+             ) -> tuple[dict[str, dict[str, list[str]]], dict[str, int]]:
+    """Per split and class, the images that decode; per class, how many were skipped (each
+    skipped file is named in a warning)."""
     unusable = {path: why for scan in scans.values() for path, why in scan.unusable.items()}
     every = [p for scan in scans.values() for files in scan.images.values() for p in files
              if p not in unusable]
     problems = {**unusable, **check_images(every, workers,
-                                           cache_file=out_dir / CACHE_DIR / "image-checks.json")}
+                                           cache_file=cache_dir / "image-checks.json")}
     for path, reason in problems.items():
         warn(f"skipped {shown(path)}: {reason}")
     usable = {split: {name: [p for p in scan.images.get(name, []) if p not in problems]
                       for name in classes} for split, scan in scans.items()}
     skipped = {name: sum(p in problems for scan in scans.values()
                          for p in scan.images.get(name, [])) for name in classes}
+    return usable, skipped
 
+
+def _held_out_sets(usable, classes, folders: dict[str, Path], datasets: Path,
+                   cfg: AnnotationConfig) -> tuple[dict[str, float], dict[str, str]]:
+    """The held-out sets to carve out of ``train/`` (those without usable images of their
+    own, test first) with their fractions, and where each split's images come from."""
+    train_dir = datasets / "train"
     sources = {"train": f"{train_dir}/"}
-    carved = {}  # the held-out sets without images of their own, test first
-    for split, fraction in (("test", test_fraction), ("val", val_fraction)):
+    carved = {}
+    for split, fraction in (("test", cfg.test_fraction), ("val", cfg.val_fraction)):
         if not any(usable.get(split, {}).values()):
             carved[split] = fraction
             if split in folders and fraction > 0:
@@ -91,33 +138,7 @@ def prepare_annotations(datasets: str | os.PathLike = DATASETS,
             if split == "val" and (folders[split] / name).is_dir() and not usable[split][name]:
                 raise UserError(f"{folders[split] / name}/ has no usable images: add some, or "
                                 f"remove the folder to validate without {name!r}")
-    if carved:
-        for split in carved:
-            usable[split] = {}
-        for name in classes:
-            usable["train"][name], held = splits.carve(usable["train"][name], carved, seed,
-                                                       train_dir)
-            for split, paths in held.items():
-                usable[split][name] = paths
-
-    counts = {name: [len(usable[split][name]) for split in SPLITS] + [skipped[name]]
-              for name in classes}
-    _print_counts(counts)
-    for split in SPLITS:
-        print(f"{split:<5} images: {sources[split]}")
-    _warn_about_counts(counts, classes, train_dir, val_fraction)
-    for column, split in enumerate(SPLITS[1:], 1):
-        if split in folders and split not in carved:
-            for name in classes:
-                if not counts[name][column]:
-                    warn(f"class {name!r} has no usable images in {folders[split] / name}/: "
-                         f"it is not in {ANNOTATION_FILES[split]}")
-    if not any(usable["train"].values()):
-        raise UserError(f"no usable training images in {train_dir}/")
-
-    samples = {split: [(class_id, path) for class_id, name in enumerate(classes)
-                       for path in usable[split][name]] for split in SPLITS}
-    write_annotations(classes, samples, classes_file, out_dir)
+    return carved, sources
 
 
 def _warn_about_counts(counts: dict[str, list[int]], classes: Sequence[str], train_dir: Path,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-
 from utils.cli import UserError
 from utils.data.image import is_image_file
 from utils.layout import SPLITS

@@ -16,16 +16,15 @@ from typing import Sequence
 
 import torch
 
+from utils.data.image import load_or_warn
+from utils.data.preprocess import Geometry, to_uint8
 from utils.evaluation.cam import grad_cam
-from utils.evaluation.mistakes import (ConfusedPair, Prediction, most_confused, predictions_from_logits,
-                          write_errors_csv, write_top_losses)
+from utils.evaluation.mistakes import (ConfusedPair, Prediction, most_confused,
+                                       predictions_from_logits, write_errors_csv, write_top_losses)
+from utils.evaluation.plots import plot_confusion
+from utils.evaluation.report import Report
 from utils.evaluation.scoring import EvalResult
 from utils.model.execution import Execution
-from utils.data.image import load_or_warn
-from utils.evaluation.metrics import class_report
-from utils.evaluation.plots import plot_confusion
-from utils.data.preprocess import Geometry, to_uint8
-from utils.evaluation.report import Report
 
 #: The worst errors drawn, and given a class-activation map.
 GALLERY = 16
@@ -74,7 +73,7 @@ def add_evaluation(page: Report, result: EvalResult, classes: Sequence[str],
     plot_confusion(result.matrix, classes, out / "confusion_matrix.png")
     page.add_results(result.summary(), heading=heading)
     page.add_confusion(result.matrix, classes, image=out / "confusion_matrix.png")
-    report = class_report(result.matrix)
+    report = result.report
     page.add_per_class(classes, report.precision, report.recall, report.support)
     if analysis is not None:
         page.add_confused(analysis.confused, classes)

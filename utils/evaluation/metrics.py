@@ -1,9 +1,52 @@
-"""Classification metrics accumulated on the device: no host sync until they are read."""
+"""Classification metrics: the table of figures every report shows, and their computation.
+
+:data:`METRICS` is the one list of an evaluation's figures: the console summaries, the
+per-epoch ``metrics.csv`` columns and TensorBoard scalars, ``results.json`` /
+``metrics.json`` and ``report.html`` all iterate over it, so a new metric is one row here
+and one property of :class:`~utils.evaluation.scoring.EvalResult`.  The counts behind them
+are accumulated on the device: no host sync until they are read.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+
+#: The "top-5" of every report: top-k with k = min(TOP_K, number of classes).
+TOP_K = 5
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One figure of an evaluation.
+
+    Attributes:
+        key: its name in every file (``results.json``, ``metrics.csv`` as ``val_<key>``).
+        label: how it is shown; ``{k}`` stands for the k of top-k.
+        percent: a fraction, shown as a percentage (else shown with four decimals).
+        higher_is_better: whether a larger value is a better model.
+    """
+
+    key: str
+    label: str
+    percent: bool = True
+    higher_is_better: bool = True
+
+    def title(self, k: int) -> str:
+        return self.label.format(k=k)
+
+    def show(self, value: float) -> str:
+        return f"{value:.2%}" if self.percent else f"{value:.4f}"
+
+
+#: Every figure of an evaluation, in the order reports show them.
+METRICS = (
+    Metric("top1", "top-1"),
+    Metric("topk", "top-{k}"),
+    Metric("mean_recall", "mean recall"),
+    Metric("mean_precision", "mean precision"),
+    Metric("loss", "loss", percent=False, higher_is_better=False),
+)
 
 
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:

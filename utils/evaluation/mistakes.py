@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from utils.evaluation.cam import as_rgb_array, overlay
 from utils.data.image import ImageError, load_image
+from utils.evaluation.cam import as_rgb_array, overlay
 from utils.evaluation.plots import plot_top_losses
 
 #: Columns of ``errors.csv``; ``true`` and ``predicted`` are class names.

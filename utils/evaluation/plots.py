@@ -35,15 +35,15 @@ _MAX_INCHES = 20.0
 
 
 _CURVES = (("loss.png", "loss", ("train_loss", "val_loss"), "loss", 1.0),
-           ("accuracy.png", "accuracy", ("train_acc", "val_acc"), "accuracy (%)", 100.0))
+           ("accuracy.png", "accuracy", ("train_top1", "val_top1"), "accuracy (%)", 100.0))
 
 
 def plot_curves(rows: Sequence[Mapping[str, float]], out_dir: str | os.PathLike, *,
                 run_name: str | None = None, best_epoch: int | None = None) -> None:
     """(Re)draw ``loss.png`` and ``accuracy.png`` in ``out_dir`` from per-epoch rows.
 
-    ``rows`` are dicts with ``epoch``, ``train_loss``, ``val_loss``, ``train_acc`` and
-    ``val_acc`` (accuracies as fractions, plotted in percent).  Missing or non-finite values
+    ``rows`` are dicts with ``epoch``, ``train_loss``, ``val_loss``, ``train_top1`` and
+    ``val_top1`` (accuracies as fractions, plotted in percent).  Missing or non-finite values
     are left out of their curve, so a partial row never breaks a training run.  Epoch ticks
     are whole numbers; ``best_epoch`` (the epoch ``best.pth`` was saved at) is marked on
     both plots, and ``run_name`` heads them.

@@ -33,6 +33,7 @@ import torch
 from PIL import Image
 
 from utils.evaluation.cam import as_rgb_array, overlay
+from utils.evaluation.metrics import METRICS, TOP_K
 from utils.evaluation.mistakes import ConfusedPair, Prediction, thumbnail
 from utils.evaluation.plots import whole_percent
 
@@ -64,16 +65,13 @@ class Report:
         self._add(heading, body + f"<dl class='settings'>{items}</dl>")
 
     def add_results(self, metrics: Mapping[str, Any], heading: str = "Test results") -> None:
-        """Headline figures as cards, from a ``metrics.json``-style dict.
-
-        Reads ``top1``, ``top{k}`` (``k`` the k it was measured at, min(5, classes)),
-        ``mean_recall``, ``mean_precision`` (fractions), ``loss`` and ``images`` where present.
-        """
-        k = metrics.get("k", 5)
-        cards = [("top1", "top-1 accuracy", _pct), (f"top{k}", f"top-{k} accuracy", _pct),
-                 ("mean_recall", "mean recall", _pct),
-                 ("mean_precision", "mean precision", _pct),
-                 ("loss", "loss", lambda v: f"{v:.4f}"), ("images", "images", lambda v: f"{v:,}")]
+        """Headline figures as cards, from an evaluation's summary (``results.json``'s
+        ``test``, ``metrics.json``): each of :data:`~utils.evaluation.metrics.METRICS`
+        present, then the image count."""
+        k = metrics.get("k", TOP_K)
+        cards = [(m.key, m.title(k) + (" accuracy" if m.key in ("top1", "topk") else ""),
+                  m.show) for m in METRICS]
+        cards.append(("images", "images", lambda v: f"{v:,}"))
         body = "".join(
             f"<div class='card'><div class='value'>{_e(fmt(metrics[key]))}</div>"
             f"<div class='label'>{_e(label)}</div></div>"

@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from utils.evaluation.metrics import (METRICS, TOP_K, ClassReport, ConfusionMatrix, class_report,
+                                      topk_correct)
 from utils.model.execution import Execution
-from utils.evaluation.metrics import ConfusionMatrix, class_report, topk_correct
-
-#: The "top-5" of every report: top-k with k = min(TOP_K, number of classes).
-TOP_K = 5
 
 
 @dataclass
@@ -21,7 +19,7 @@ class EvalResult:
 
     loss_sum: float
     top1_correct: int
-    top5_correct: int
+    topk_correct: int
     count: int
     matrix: torch.Tensor
     #: With ``evaluate(keep=True)``: each image's annotation line and float32 logits (CPU).
@@ -37,26 +35,34 @@ class EvalResult:
         return self.top1_correct / max(self.count, 1)
 
     @property
-    def top5(self) -> float:
+    def topk(self) -> float:
         """Top-k accuracy with k = :attr:`k`."""
-        return self.top5_correct / max(self.count, 1)
+        return self.topk_correct / max(self.count, 1)
 
     @property
     def k(self) -> int:
-        """The k of :attr:`top5`: 5, or the number of classes when there are fewer."""
+        """The k of :attr:`topk`: 5, or the number of classes when there are fewer."""
         return min(TOP_K, self.matrix.shape[0])
+
+    @cached_property
+    def report(self) -> ClassReport:
+        """Per-class precision, recall and support, from the confusion matrix."""
+        return class_report(self.matrix)
 
     @property
     def mean_recall(self) -> float:
         """Mean per-class recall (balanced accuracy): top-1 that every class weighs equally."""
-        return class_report(self.matrix).mean_recall
+        return self.report.mean_recall
+
+    @property
+    def mean_precision(self) -> float:
+        return self.report.mean_precision
 
     def summary(self) -> dict[str, float | int]:
-        """The figures a report shows, fractions in [0, 1]."""
-        report = class_report(self.matrix)
-        return {"images": self.count, "top1": self.top1, "k": self.k, f"top{self.k}": self.top5,
-                "mean_recall": report.mean_recall, "mean_precision": report.mean_precision,
-                "loss": self.loss}
+        """Every figure of :data:`~utils.evaluation.metrics.METRICS` by its key, fractions in
+        [0, 1], with the image count and the k of top-k."""
+        return {"images": self.count, "k": self.k,
+                **{metric.key: getattr(self, metric.key) for metric in METRICS}}
 
 
 def evaluate(model: torch.nn.Module, batches, execution: Execution, num_classes: int, *,
@@ -89,7 +95,7 @@ def evaluate_logits(logits_of: Callable[[torch.Tensor], torch.Tensor], batches,
     image's logits with its annotation line (this process's share), for error analysis.
     """
     device = torch.device(device)
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, top1, top5
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, top1, topk
     count = 0  # on the host: no device sync per batch
     matrix = ConfusionMatrix(num_classes, device)
     kept: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -109,7 +115,7 @@ def evaluate_logits(logits_of: Callable[[torch.Tensor], torch.Tensor], batches,
     if reduce is not None:
         reduce(sums)
         reduce(matrix.matrix)
-    loss, top1, top5, count = sums.tolist()
+    loss, top1, topk, count = sums.tolist()
     lines, logits = (torch.cat(column) for column in zip(*kept)) if kept else (None, None)
-    return EvalResult(loss, round(top1), round(top5), round(count), matrix.matrix.cpu(),
+    return EvalResult(loss, round(top1), round(topk), round(count), matrix.matrix.cpu(),
                       lines, logits)

@@ -20,16 +20,17 @@ export).  An ``.onnx`` file is loaded without importing torch.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 import numpy as np
 from PIL import Image
 
-from utils.data.lists import read_classes
-from utils.layout import CACHE_DIR, DEFAULT_CLASSES
 from utils.cli import UserError, warn
-from utils.inference.onnx_runtime import is_onnx_path, load_onnx
+from utils.data.lists import read_classes
 from utils.data.preprocess import eval_array
+from utils.inference.onnx_runtime import is_onnx_path, load_onnx
+from utils.layout import CACHE_DIR
 
 if TYPE_CHECKING:
     import torch
@@ -43,6 +44,49 @@ TTA_MODES = ("none", "flip")
 #: nothing measurable at 32x32, which a saving in proportion to the pixels follows.
 EXPORT_SECONDS = 10.0
 EXPORT_SAVES_MS_AT_224 = 1.5
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """The file ``--model`` names, and what plain weights (or an ``.onnx`` model exported
+    elsewhere) need besides: a checkpoint of ours describes itself.
+
+    Attributes:
+        path: a checkpoint, plain weights, or an ``.onnx`` model.
+        backbone, input_shape, width_mult: the network plain weights belong to (for a
+            checkpoint, given values must agree with it).
+        classes_file: the class names of plain weights or a foreign ``.onnx`` (default: the
+            project's); for our models, the names their classes are matched to.
+    """
+
+    path: str
+    backbone: str | None = None
+    input_shape: tuple[int, int] | None = None
+    width_mult: float | None = None
+    classes_file: str | None = None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a loaded model runs.
+
+    Attributes:
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (ONNX Runtime: the CPU).
+        runtime: one of :data:`RUNTIMES` (see :func:`choose_runtime`).
+        amp, channels_last: precision and memory format of PyTorch passes, as in training.
+        tta: test-time augmentation, one of :data:`TTA_MODES`.
+        images: how many images the caller will classify, if known (``auto`` weighs an
+            export for ONNX Runtime against what it saves).
+        cache_dir: where a checkpoint's export for ONNX Runtime is kept.
+    """
+
+    device: str = "cpu"
+    runtime: str = "auto"
+    amp: str = "auto"
+    channels_last: bool = True
+    tta: str = "none"
+    images: int | None = None
+    cache_dir: str = CACHE_DIR
 
 
 class Runtime(Protocol):
@@ -88,83 +132,82 @@ class Classifier:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "cpu", *, runtime: str = "auto",
-             amp: str = "auto", channels_last: bool = True, backbone: str | None = None,
-             input_shape: tuple[int, int] | None = None, width_mult: float | None = None,
-             classes_file: str | os.PathLike | None = None, images: int | None = None,
-             cache_dir: str | os.PathLike = CACHE_DIR) -> "Classifier":
-        """Load any kind of file ``--model`` may name, on the runtime ``runtime`` says.
+    def load(cls, source: "ModelSource | str | os.PathLike",
+             options: "RunOptions | None" = None) -> "Classifier":
+        """Load any kind of file ``--model`` may name (``source``), run as ``options`` say.
 
         * ``.onnx``: run by ONNX Runtime on the CPU, torch never imported.  Our exports
-          describe themselves; another model needs ``classes_file`` (and ``input_shape``
-          unless its graph fixes it).
-        * a checkpoint of ours: ``backbone``, ``input_shape`` and ``width_mult``, if
-          given, must agree with it.  Plain weights need ``backbone`` and
-          ``input_shape`` (``width_mult`` defaults to 1.0) and take their class names
-          from ``classes_file`` (default: the project's).  Run by PyTorch on ``device``
-          with ``amp`` and ``channels_last``, or by ONNX Runtime through a cached export
-          (:func:`choose_runtime`: ``images`` is how many the caller will classify, if known).
+          describe themselves; another model needs ``source.classes_file`` (and
+          ``source.input_shape`` unless its graph fixes it).
+        * a checkpoint of ours: ``source.backbone``, ``input_shape`` and ``width_mult``, if
+          given, must agree with it.  Plain weights need ``backbone`` and ``input_shape``
+          (``width_mult`` defaults to 1.0) and take their class names from
+          ``classes_file`` (default: the project's).  Run by PyTorch on ``options.device``,
+          or by ONNX Runtime through a cached export (:func:`choose_runtime`).
         """
-        if runtime not in RUNTIMES:
-            raise UserError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
-        if is_onnx_path(path):
-            return cls._load_onnx(path, str(device), runtime, backbone, width_mult,
-                                  input_shape, classes_file)
-        return cls._load_checkpoint(path, str(device), runtime, amp, channels_last, backbone,
-                                    input_shape, width_mult, classes_file, images, cache_dir)
+        if not isinstance(source, ModelSource):
+            source = ModelSource(os.fspath(source))
+        options = options or RunOptions()
+        if options.runtime not in RUNTIMES:
+            raise UserError(f"unknown runtime {options.runtime!r} (choose from "
+                            f"{', '.join(RUNTIMES)})")
+        load = cls._load_onnx if is_onnx_path(source.path) else cls._load_checkpoint
+        classifier = load(source, options)
+        classifier.tta = options.tta
+        return classifier
 
     @classmethod
-    def _load_onnx(cls, path, device, runtime, backbone, width_mult, input_shape,
-                   classes_file) -> "Classifier":
-        if runtime == "torch":
+    def _load_onnx(cls, source: ModelSource, options: RunOptions) -> "Classifier":
+        path = source.path
+        if options.runtime == "torch":
             raise UserError(f"{path} is an ONNX model: it runs with --runtime onnxruntime "
                             "(or auto), not torch")
-        if device not in ("auto", "cpu"):
+        if options.device not in ("auto", "cpu"):
             raise UserError(f"{path} is an ONNX model: ONNX Runtime runs it on the CPU, "
-                            f"not --device {device}")
-        if backbone is not None or width_mult is not None:
+                            f"not --device {options.device}")
+        if source.backbone is not None or source.width_mult is not None:
             raise UserError(f"{path} is an ONNX model: --backbone and --width-mult describe "
                             "plain weights only")
-        classes = read_classes(classes_file) if classes_file else None
-        return cls(*load_onnx(path, classes=classes, input_shape=input_shape))
+        classes = read_classes(source.classes_file) if source.classes_file else None
+        return cls(*load_onnx(path, classes=classes, input_shape=source.input_shape))
 
     @classmethod
-    def _load_checkpoint(cls, path, device, runtime, amp, channels_last, backbone,
-                         input_shape, width_mult, classes_file, images,
-                         cache_dir) -> "Classifier":
-        from utils.inference import torch_runtime  # torch: checkpoints only
-        from utils.model.checkpoint import build_model
+    def _load_checkpoint(cls, source: ModelSource, options: RunOptions) -> "Classifier":
         from utils.distributed import resolve_device
-        from utils.model.execution import Execution, amp_dtype
+        from utils.inference import torch_runtime  # torch: checkpoints only
         from utils.inference.onnx_cache import cache_file, cached_export
+        from utils.model.checkpoint import build_model
+        from utils.model.execution import Execution
+        from utils.model.precision import amp_dtype
 
-        spec, weights, info = torch_runtime.read_model(
-            path, backbone=backbone, input_shape=input_shape, width_mult=width_mult,
-            classes_file=classes_file or DEFAULT_CLASSES)
+        path = source.path
+        spec, weights, info = torch_runtime.read_model(source)
         info = {"path": str(path), **info}
         # Asking for ONNX Runtime is asking for the CPU it runs on, even beside a GPU.
-        device = resolve_device("cpu" if runtime == "onnxruntime" and device == "auto"
-                                else device)
-        full_precision = amp_dtype(amp, device) is None
-        chosen = choose_runtime(runtime, device.type, full_precision, images, spec.input_shape,
-                                lambda: cache_file(path, spec, cache_dir).is_file())
+        device = resolve_device("cpu" if options.runtime == "onnxruntime"
+                                and options.device == "auto" else options.device)
+        full_precision = amp_dtype(options.amp, device) is None
+        chosen = choose_runtime(options.runtime, device.type, full_precision, options.images,
+                                spec.input_shape,
+                                lambda: cache_file(path, spec, options.cache_dir).is_file())
         if chosen == "onnxruntime":
             if device.type != "cpu" or not full_precision:
                 raise UserError(f"--runtime onnxruntime runs on the CPU in full precision; "
-                                f"for --device {device} or --amp {amp} use --runtime torch")
+                                f"for --device {device} or --amp {options.amp} use "
+                                "--runtime torch")
             try:
                 _, onnx_runtime, _ = load_onnx(cached_export(path, spec, weights, info,
-                                                             cache_dir))
+                                                             options.cache_dir))
                 return cls(spec, onnx_runtime, info)
             except Exception as exc:  # noqa: BLE001 - whatever stops the export
                 reason = (f"{type(exc).__name__}: "
                           f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
-                if runtime != "auto":
+                if options.runtime != "auto":
                     raise UserError(f"cannot run {path} with ONNX Runtime ({reason}); "
                                     "--runtime torch runs it") from exc
                 warn(f"running {path} with torch: no ONNX export ({reason})")
         model = build_model(spec, weights, path)
-        execution = Execution.create(spec, device, amp, channels_last)
+        execution = Execution.create(spec, device, options.amp, options.channels_last)
         return cls(spec, torch_runtime.TorchRuntime(model, execution), info)
 
     def describe(self) -> str:

@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from utils.model import checkpoint as ckpt_io
-from utils.model.spec import ModelSpec
 from utils.inference.onnx_export import OPSET, export_checked, source_of
 from utils.layout import CACHE_DIR
+from utils.model import checkpoint as ckpt_io
+from utils.model.spec import ModelSpec
 
 CACHE_SUBDIR = "onnx"
 

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from utils.cli import UserError, warn
+from utils.inference.onnx_runtime import (INPUT_NAME, OUTPUT_NAME, SOURCE_KEY, SPEC_KEY,
+                                          is_onnx_path, open_session)
 from utils.model.spec import ModelSpec
-from utils.inference.onnx_runtime import (INPUT_NAME, OUTPUT_NAME, SOURCE_KEY, SPEC_KEY, is_onnx_path,
-                                open_session)
 
 OPSET = 18
 #: Largest |onnxruntime - PyTorch| logit difference accepted by :func:`check_onnx`.

@@ -17,16 +17,15 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-import torch
 
-from utils.data.lists import read_annotation, read_classes
 from utils.cli import UserError, default_workers
 from utils.data.batches import Loading, make_batches
-from utils.evaluation.scoring import evaluate_logits
 from utils.data.image import load_or_warn
+from utils.data.lists import read_annotation, read_classes
+from utils.data.preprocess import eval_array, normalize_array
+from utils.evaluation.scoring import evaluate_logits
 from utils.inference.onnx_export import export_checked, set_metadata
 from utils.inference.onnx_runtime import INPUT_NAME, QUANTIZATION_KEY, OnnxRuntime, open_session
-from utils.data.preprocess import eval_array, normalize_array
 
 #: Training images whose activations set the int8 ranges (a seeded sample of the file).
 CALIBRATION_IMAGES = 300
@@ -124,9 +123,8 @@ def score(path: str | os.PathLike, spec, samples: Sequence[tuple[int, str]]) -> 
     """Top-1 of the ONNX model at ``path`` (described by ``spec``) over ``samples``
     (labels: its output ids), images decoded as ``eval.py --no-cache`` does."""
     runtime = OnnxRuntime(open_session(path), spec.mean, spec.std)
-    batches = make_batches(samples, spec.geometry, 64, train=False, device=torch.device("cpu"),
-                           source=path, loading=Loading(workers=default_workers(4),
-                                                        cache_dir=None))
+    batches = make_batches(samples, spec.geometry, 64, train=False, source=path,
+                           loading=Loading(workers=default_workers(4), cache_dir=None))
     return evaluate_logits(runtime.logits, batches, spec.num_classes, "cpu").top1
 
 

@@ -6,15 +6,16 @@ the interface :class:`utils.inference.onnx_runtime.OnnxRuntime` shares.
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 import torch
 
-from utils.model import checkpoint as ckpt_io
-from utils.data.lists import read_classes
 from utils.cli import UserError
+from utils.data.lists import read_classes
+from utils.inference.classifier import ModelSource
+from utils.layout import DEFAULT_CLASSES
+from utils.model import checkpoint as ckpt_io
 from utils.model.execution import Execution
 from utils.model.spec import ModelSpec
 
@@ -42,20 +43,22 @@ class TorchRuntime:
         return self.logits(torch.from_numpy(batch)).cpu().numpy()
 
 
-def read_model(path: str | os.PathLike, *, backbone: str | None = None,
-               input_shape: tuple[int, int] | None = None, width_mult: float | None = None,
-               classes_file: str | os.PathLike
+def read_model(source: ModelSource
                ) -> tuple[ModelSpec, dict[str, torch.Tensor], dict[str, Any]]:
-    """The description, weights and origin (epoch, top-1) of a weights file.
+    """The description, weights and origin (epoch, top-1) of the weights file ``source``
+    names.
 
     A checkpoint of ours needs nothing else; ``backbone``, ``input_shape`` and
     ``width_mult``, if given, must agree with it (naming the wrong network is an error,
     not a silent switch).  Plain weights (a state_dict, or another script's checkpoint
     holding one under ``model`` / ``state_dict``) need ``backbone`` and ``input_shape``
-    (``width_mult`` defaults to 1.0); their class names are read from ``classes_file``.
+    (``width_mult`` defaults to 1.0); their class names are read from ``classes_file``
+    (default: the project's).
     """
+    path = source.path
     obj = ckpt_io.load_file(path)
-    given = {"backbone": backbone, "input_shape": input_shape, "width_mult": width_mult}
+    given = {"backbone": source.backbone, "input_shape": source.input_shape,
+             "width_mult": source.width_mult}
     if ckpt_io.is_checkpoint(obj):
         spec = ckpt_io.check_checkpoint(obj, path)
         for key, value in given.items():
@@ -66,14 +69,16 @@ def read_model(path: str | os.PathLike, *, backbone: str | None = None,
                                 "checkpoints describe their own network")
         # Version 1 checkpoints recorded the test set's top-1, later ones validation's.
         scored_on = "validation" if obj.get("version", 1) >= 2 else "test"
-        return spec, obj["model"], {"epoch": obj.get("epoch"), "top1": obj.get("top1"),
-                                    "scored_on": scored_on}
-    if backbone is None or input_shape is None:
+        return spec, obj["model"], {"epoch": obj.get("epoch"), "scored_on": scored_on,
+                                    "top1": obj.get("val_top1", obj.get("top1"))}
+    if source.backbone is None or source.input_shape is None:
         raise UserError(f"{path}: not a checkpoint written by train.py; for plain "
                         "weights give --backbone, --input-shape H W and --classes FILE")
-    spec = ModelSpec.create(backbone, read_classes(classes_file), input_shape,
-                            **({} if width_mult is None else {"width_mult": width_mult}))
-    return spec, ckpt_io.state_dict_from(obj, path, backbone), {}
+    spec = ModelSpec.create(source.backbone,
+                            read_classes(source.classes_file or DEFAULT_CLASSES),
+                            source.input_shape, **({} if source.width_mult is None
+                                                   else {"width_mult": source.width_mult}))
+    return spec, ckpt_io.state_dict_from(obj, path, source.backbone), {}
 
 
 def _as_listed(value):

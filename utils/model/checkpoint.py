@@ -8,12 +8,14 @@ A checkpoint is a plain dict of tensors and Python primitives, so it loads with
   input_shape, mean, std, crop_fraction, width_mult, in_channels): enough to use the model
   without the training config;
 * ``model``: the weights;
-* in checkpoints written by training: ``config`` (the run's settings), ``top1`` / ``top5``
-  (validation scores of this epoch) and the :class:`~utils.train.state.TrainState` (epoch,
-  phase, best metric, optimizer / scheduler / scaler state) needed to resume.
+* in checkpoints written by training: ``config`` (the run's settings), ``val_top1`` /
+  ``val_topk`` (validation scores of this epoch) and the
+  :class:`~utils.train.state.TrainState` (epoch, phase, best metric, optimizer / scheduler /
+  scaler state) needed to resume.
 
 Version history: 1, the first; 2 adds ``crop_fraction`` (version 1 files get the crop that
-version applied).
+version applied); 3 names the validation scores ``val_top1`` / ``val_topk`` (before:
+``top1`` / ``top5``, still read).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from utils.cli import UserError, user_errors, warn
 from utils.model.spec import ModelSpec
 
 FORMAT = "imgcls-checkpoint"
-VERSION = 2
+VERSION = 3
 
 
 def make_checkpoint(spec: ModelSpec, weights: dict[str, torch.Tensor], **extra) -> dict[str, Any]:

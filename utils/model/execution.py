@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from utils.data.preprocess import normalize
+from utils.model.precision import amp_dtype
 
 #: A CPU runs a big batch slower per image than small passes: every layer's output is a
 #: fresh allocation too large to recycle, so the memory is handed back to the system and
@@ -21,18 +22,6 @@ from utils.data.preprocess import normalize
 #: CPU inference passes are cut to this size.
 CPU_PASS_PIXELS = 2**18
 CPU_PASS_IMAGES = 32
-
-AMP_MODES = ("auto", "bf16", "fp16", "off")
-
-
-def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """``auto``: bf16 on GPUs that have it, else fp16; full precision on CPU."""
-    if mode == "off" or (mode == "auto" and device.type != "cuda"):
-        return None
-    if mode == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
-
 
 @dataclass(frozen=True)
 class Execution:

@@ -25,33 +25,29 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-import nets
 from utils import distributed
-from utils.evaluation.analysis import add_evaluation, analyse
-from utils.data.augment import BatchAugment
-from utils.model.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from utils.cli import UserError, warn
-from utils.settings import to_dict
+from utils.data.augment import BatchAugment
 from utils.data.batches import Loading, epoch_seed, make_batches
 from utils.distributed import Dist
-from utils.evaluation.scoring import TOP_K, EvalResult, evaluate
-from utils.model.execution import Execution
-from utils.fileio import write_json
-from utils.model.spec import ModelSpec
-from utils.train.optim import make_optimizer, make_scheduler, scaled_lr
+from utils.evaluation.metrics import METRICS
+from utils.evaluation.outputs import summary, write_evaluation
 from utils.evaluation.report import Report
-from utils.train.run_log import RunLog
+from utils.evaluation.scoring import EvalResult, evaluate
+from utils.fileio import write_json
+from utils.model.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from utils.model.execution import Execution
+from utils.model.spec import ModelSpec
+from utils.settings import to_dict
 from utils.train.clock import RunClock, duration
+from utils.train.config import TrainConfig
+from utils.train.optim import make_optimizer, make_scheduler, scaled_lr
+from utils.train.run_log import RunLog
 from utils.train.state import TrainState
-from utils.train.steps import Phase, plan_phases, train_step
+from utils.train.steps import (SHORT_EPOCH_STEPS, Phase, plan_phases, recalibrate_batchnorm,
+                               train_step)
 
 LOG_EVERY = 25  # steps between host syncs for the progress bar
-#: Epochs of at most this many steps end by re-measuring the BatchNorm statistics: their
-#: running averages (momentum 0.1, about the last ten steps) trail weights that change
-#: that fast, and a validation read through them scores a learnt model as chance.
-SHORT_EPOCH_STEPS = 50
-#: Images the re-measurement looks at (enough for a mean and variance per channel).
-RECALIBRATION_IMAGES = 512
 
 
 @dataclass
@@ -66,48 +62,66 @@ class _PhaseRun:
     scaler: torch.amp.GradScaler
 
 
-class Trainer:
-    """Trains a prepared run (:func:`utils.train.prepare.start_training`) to its last epoch.
+@dataclass
+class TrainingRun:
+    """Everything a run trains with, built and checked (:func:`utils.train.prepare.start_training`).
 
-    Args:
-        cfg: the run's settings (``train.TrainConfig``).
+    Attributes:
+        cfg: the run's settings, every automatic choice resolved.
         spec: the model's description, written into every checkpoint.
         model: the network, on the execution's device, weights already in place.
         execution: device, normalisation, precision and memory format.
+        loading: how this process makes its batches.
         train_samples: the training annotation's ``(class_id, path)`` lines.
         val_batches: the per-epoch validation batches; ``None`` without a validation set
             (``best.pth`` is then simply the last epoch).
         test_samples: the test annotation's lines, scored once at the end (may be empty).
-        class_weights: per-class loss weights (``--class-weights auto``), or ``None``.
-        plan: the run's plan as printed, for its report.
         state: where the run stands (a fresh one, or restored for ``--resume``).
         run_dir: the run folder (already claimed; only the main process writes to it).
         dist: this process's place in a ``torchrun`` job.
+        class_weights: per-class loss weights (``--class-weights auto``), or ``None``.
+        plan: the run's plan as printed, for its report.
     """
 
-    def __init__(self, cfg, spec: ModelSpec, model: torch.nn.Module, execution: Execution,
-                 train_samples, val_batches, test_samples, state: TrainState, run_dir: Path,
-                 dist: Dist = Dist(), class_weights: torch.Tensor | None = None,
-                 plan: str | None = None):
-        self.cfg, self.spec, self.model, self.execution = cfg, spec, model, execution
-        self.train_samples, self.val_batches = train_samples, val_batches
-        self.test_samples, self.class_weights = test_samples, class_weights
-        self.state, self.run_dir, self.dist = state, Path(run_dir), dist
-        self.k = min(TOP_K, spec.num_classes)
-        self.plan = plan
+    cfg: TrainConfig
+    spec: ModelSpec
+    model: torch.nn.Module
+    execution: Execution
+    loading: Loading
+    train_samples: list[tuple[int, str]]
+    val_batches: object | None
+    test_samples: list[tuple[int, str]]
+    state: TrainState
+    run_dir: Path
+    dist: Dist = Dist()
+    class_weights: torch.Tensor | None = None
+    plan: str | None = None
+
+
+class Trainer:
+    """Trains a prepared run to its last epoch, then scores the test set once."""
+
+    def __init__(self, run: TrainingRun):
+        self.cfg, self.spec, self.model, self.execution = (run.cfg, run.spec, run.model,
+                                                           run.execution)
+        self.loading, self.train_samples, self.val_batches = (run.loading, run.train_samples,
+                                                              run.val_batches)
+        self.test_samples, self.class_weights = run.test_samples, run.class_weights
+        self.state, self.run_dir, self.dist = run.state, Path(run.run_dir), run.dist
+        self.plan = run.plan
         self.best_weights: dict[str, torch.Tensor] | None = None
-        self.phases = plan_phases(cfg)
-        self.augment = BatchAugment(spec.input_shape, spec.small_input,
-                                    cfg.augment, cfg.cutout)
-        self.first_epoch = state.epoch
-        self.clock = RunClock(cfg.epochs - state.epoch)
+        self.phases = plan_phases(self.cfg)
+        self.augment = BatchAugment(self.spec.input_shape, self.spec.small_input,
+                                    self.cfg.augment, self.cfg.cutout)
+        self.first_epoch = self.state.epoch
+        self.clock = RunClock(self.cfg.epochs - self.state.epoch)
 
     # ---------------------------------------------------------------- loop
     def fit(self) -> dict | None:
         """Train every remaining epoch, then score the test set once with the best epoch's
         weights; returns the run's results (``results.json``)."""
         cfg, current, stopped = self.cfg, None, None
-        log = RunLog(self.run_dir, self.state.epoch, self.k) if self.dist.is_main else None
+        log = RunLog(self.run_dir, self.state.epoch) if self.dist.is_main else None
         started = time.perf_counter()
         try:
             for epoch in range(self.state.epoch, cfg.epochs):
@@ -121,7 +135,8 @@ class Trainer:
                 t0 = time.perf_counter()
                 train = self._train_epoch(current, epoch)
                 if len(current.batches) <= SHORT_EPOCH_STEPS:
-                    self._recalibrate_batchnorm(current)
+                    recalibrate_batchnorm(self.model, current.batches, self.augment,
+                                          self.execution, self.dist)
                 seconds = time.perf_counter() - t0
                 val = None if self.val_batches is None else evaluate(
                     self.model, self.val_batches, self.execution, self.spec.num_classes,
@@ -149,37 +164,6 @@ class Trainer:
                 log.close()
             distributed.cleanup(self.dist)
         return results
-
-    @torch.no_grad()
-    def _recalibrate_batchnorm(self, run: _PhaseRun) -> None:
-        """Replace the running BatchNorm statistics by their average over training batches.
-
-        Only the layers that train are touched (a frozen backbone keeps its statistics); the
-        batches are this epoch's, augmented as in training, so a resumed run replays this
-        too.  Under DDP the processes average their statistics, as their weights agree.
-        """
-        self.model.train()
-        layers = [m for m in self.model.modules()
-                  if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
-        if not layers:
-            return
-        momenta = [m.momentum for m in layers]
-        for m in layers:
-            m.reset_running_stats()
-            m.momentum = None  # a plain average over the batches seen
-        seen = 0
-        for images, *_ in run.batches:
-            images = images.to(self.execution.device, non_blocking=True)
-            with self.execution.autocast():
-                self.model(self.execution.inputs(self.augment(images)))
-            seen += len(images)
-            if seen >= RECALIBRATION_IMAGES:
-                break
-        for m, momentum in zip(layers, momenta):
-            m.momentum = momentum
-            if self.dist.enabled:
-                for buffer in (m.running_mean, m.running_var):
-                    self.dist.all_reduce(buffer).div_(self.dist.world_size)
 
     def _end_epoch(self, epoch: int, phase: Phase, val: EvalResult | None) -> None:
         """Advance the state; a new best (every epoch, without validation) keeps its weights."""
@@ -231,21 +215,21 @@ class Trainer:
     def _val_columns(self, val: EvalResult | None) -> dict:
         if val is None:
             return {}
-        return {"val_loss": val.loss, "val_acc": val.top1, f"val_top{self.k}": val.top5,
-                "val_recall": val.mean_recall}
+        return {f"val_{metric.key}": getattr(val, metric.key) for metric in METRICS}
 
     def _epoch_line(self, record: dict, val: EvalResult | None) -> str:
         line = (f"epoch {record['epoch']}/{self.cfg.epochs}: train loss "
-                f"{record['train_loss']:.4f} acc {record['train_acc']:.4f} | ")
+                f"{record['train_loss']:.4f} top-1 {record['train_top1']:.4f} | ")
         if val is not None:
-            line += (f"val loss {val.loss:.4f} top-1 {val.top1:.4f} top-{self.k} "
-                     f"{val.top5:.4f} mean recall {val.mean_recall:.4f}"
+            figures = ", ".join(f"{m.title(val.k)} {getattr(val, m.key):.4f}" for m in METRICS)
+            line += (f"val {figures}"
                      f"{' (best)' if self.state.best_epoch == record['epoch'] else ''} | ")
         return line + f"{record['img_per_s']:.0f} img/s, {record['seconds']:.1f}s"
 
     def _final_test(self, log: RunLog | None, seconds: float,
                     stopped: dict | None) -> dict | None:
-        """Score ``best.pth``'s weights on the test set once; write ``results.json``."""
+        """Score ``best.pth``'s weights on the test set once; write ``results.json`` and the
+        run's ``report.html``."""
         state, cfg = self.state, self.cfg
         selected = (f"best validation top-1 {state.best_top1:.4f} on {cfg.val_annotation}"
                     if self.val_batches is not None else
@@ -258,32 +242,31 @@ class Trainer:
             warn(f"{self.run_dir / 'best.pth'} is missing: the test set is scored with the last "
                  "epoch's weights instead")
             results["checkpoint"] = "last.pth"
+        test = None
         if self.test_samples:
             if best is not None:
                 self.model.load_state_dict(best)
             batches = make_batches(self.test_samples, self.spec.geometry, cfg.eval_batch_size,
-                                   train=False, device=self.execution.device,
-                                   source=cfg.test_annotation, loading=self.loading,
-                                   dist=self.dist)
+                                   train=False, source=cfg.test_annotation, loading=self.loading)
             # Per image only in one process: a shard's errors would be a partial story.
             test = evaluate(self.model, batches, self.execution, self.spec.num_classes,
                             reduce=self.dist.all_reduce, keep=not self.dist.enabled)
-            results["test"] = {"annotation": cfg.test_annotation, **test.summary()}
+            results["test"] = {"annotation": cfg.test_annotation,
+                               **summary(test, self.spec.classes)}
         if not self.dist.is_main:
             return results
         write_json(self.run_dir / "results.json", results)
-        self._write_report(selected, test if self.test_samples else None)
+        self._write_report(selected, test)
         print(f"done in {seconds:.1f}s: best.pth is epoch {state.best_epoch}, {selected}")
-        if results["test"] is None:
+        if test is None:
             print(f"no test set ({cfg.test_annotation} is empty): nothing to report beyond "
                   "validation; put images in datasets/test/<class>/ for an honest figure")
         else:
-            test = results["test"]
-            log.log_test(test, state.best_epoch)
-            print(f"test ({test['images']} images in {cfg.test_annotation}, scored once with "
-                  f"best.pth): top-1 {test['top1']:.4f}, top-{self.k} "
-                  f"{test[f'top{self.k}']:.4f}, mean recall {test['mean_recall']:.4f}; "
-                  f"{self.run_dir / 'results.json'}")
+            log.log_test(results["test"], state.best_epoch)
+            figures = ", ".join(f"{m.title(test.k)} {getattr(test, m.key):.4f}"
+                                for m in METRICS)
+            print(f"test ({test.count} images in {cfg.test_annotation}, scored once with "
+                  f"best.pth): {figures}; {self.run_dir / 'results.json'}")
         print(f"report: {self.run_dir / 'report.html'} (open it in a browser: curves, "
               "confusion matrix, the worst errors and where the model looked)")
         return results
@@ -295,12 +278,10 @@ class Trainer:
         page.add_settings(to_dict(self.cfg), plan=self.plan)
         page.add_images("Curves", [self.run_dir / "loss.png", self.run_dir / "accuracy.png"])
         if test is not None:
-            classes = list(self.spec.classes)
-            analysis = analyse(test, self.test_samples, classes, self.spec.geometry,
-                               self.run_dir, model=self.model, execution=self.execution) \
-                if test.lines is not None else None
-            add_evaluation(page, test, classes, analysis, self.run_dir,
-                           heading=f"Test results ({self.cfg.test_annotation}, best.pth)")
+            write_evaluation(page, test, self.test_samples, self.spec.classes,
+                             self.spec.geometry, self.run_dir, model=self.model,
+                             execution=self.execution,
+                             heading=f"Test results ({self.cfg.test_annotation}, best.pth)")
         page.write()
 
     def _best_weights(self) -> dict[str, torch.Tensor] | None:
@@ -320,9 +301,7 @@ class Trainer:
         else:
             self.model.unfreeze_backbone()
         batches = make_batches(self.train_samples, self.spec.geometry, phase.batch_size,
-                               train=True, device=self.execution.device,
-                               source=cfg.train_annotation, loading=self.loading,
-                               seed=cfg.seed, dist=self.dist)
+                               train=True, source=cfg.train_annotation, loading=self.loading)
         steps = len(batches)
         lr = scaled_lr(cfg.lr, phase.batch_size * self.dist.world_size, cfg.optimizer)
         optimizer = make_optimizer(self.model, cfg.optimizer, lr, weight_decay=cfg.weight_decay,
@@ -346,10 +325,6 @@ class Trainer:
         if cfg.compile:
             model = torch.compile(model)
         return _PhaseRun(phase, model, batches, optimizer, scheduler, scaler)
-
-    @property
-    def loading(self) -> Loading:
-        return Loading(self.cfg.workers, self.cfg.cache_dir if self.cfg.cache else None)
 
     def _train_epoch(self, run: _PhaseRun, epoch: int) -> dict:
         cfg, device = self.cfg, self.execution.device
@@ -388,7 +363,7 @@ class Trainer:
         elapsed = time.perf_counter() - t0
         totals = self.dist.all_reduce(torch.cat([sums, sums.new_tensor([count])]))
         loss_sum, correct, count = totals.tolist()
-        return {"train_loss": loss_sum / max(count, 1), "train_acc": correct / max(count, 1),
+        return {"train_loss": loss_sum / max(count, 1), "train_top1": correct / max(count, 1),
                 "img_per_s": count / elapsed}
 
     def _print_eta(self, seconds: float) -> None:
@@ -409,7 +384,7 @@ class Trainer:
         state = self.state
         state.optimizer, state.scheduler = run.optimizer.state_dict(), run.scheduler.state_dict()
         state.scaler = run.scaler.state_dict()
-        scores = {} if val is None else {"top1": val.top1, "top5": val.top5}
+        scores = {} if val is None else {"val_top1": val.top1, "val_topk": val.topk}
         ckpt = make_checkpoint(self.spec, self.model.state_dict(), **state.to_dict(), **scores,
                                config=to_dict(self.cfg))
         if self.cfg.save_period and state.epoch % self.cfg.save_period == 0:

@@ -23,19 +23,20 @@ import torch
 
 import nets
 from utils import distributed
-from utils.train import recipe
-from utils.data.lists import read_annotation, read_classes
-from utils.model.checkpoint import load_checkpoint, read_weights, transfer_from_file
 from utils.cli import UserError, warn
-from utils.settings import from_dict, to_dict
-from utils.data.batches import Loading, check_batch_size, make_batches
-from utils.model.execution import Execution
-from utils.fileio import write_atomic
-from utils.model.spec import ModelSpec
 from utils.data.augment import BatchAugment
-from utils.train.loop import Trainer
-from utils.train.steps import measure_speed, plan_phases
+from utils.data.batches import Loading, check_batch_size, make_batches
+from utils.data.lists import read_annotation, read_classes
+from utils.fileio import write_atomic
+from utils.model.checkpoint import load_checkpoint, read_weights, transfer_from_file
+from utils.model.execution import Execution
+from utils.model.spec import ModelSpec
+from utils.settings import from_dict, to_dict
+from utils.train import recipe
+from utils.train.config import TrainConfig
+from utils.train.loop import Trainer, TrainingRun
 from utils.train.state import TrainState
+from utils.train.steps import measure_speed, plan_phases
 
 #: Where and how fast a run executes, not what it computes: a resume may change these.
 RUNTIME_SETTINGS = ("device", "workers", "cache", "cache_dir", "compile", "resume")
@@ -45,7 +46,7 @@ RUNTIME_SETTINGS = ("device", "workers", "cache", "cache_dir", "compile", "resum
 class Run:
     """A run about to start: its settings, its folder and, when resumed, its checkpoint."""
 
-    cfg: Any
+    cfg: TrainConfig
     run_dir: Path
     resume: dict[str, Any] | None = None
     named: bool = True  #: the folder name was given (else a time stamp, made unique)
@@ -127,10 +128,9 @@ def start_training(run: Run) -> Trainer:
                                                   min(run.cfg.batch_size, len(train)), augment))
         run.cfg = plan.cfg
     cfg = run.cfg
-    loading = Loading(cfg.workers, cfg.cache_dir if cfg.cache else None)
+    loading = Loading(cfg.workers, cfg.cache_dir if cfg.cache else None, device, dist, cfg.seed)
     val_batches = make_batches(val, spec.geometry, cfg.eval_batch_size, train=False,
-                               device=device, source=cfg.val_annotation, loading=loading,
-                               dist=dist) if val else None
+                               source=cfg.val_annotation, loading=loading) if val else None
     weights = (class_weights(train, spec.num_classes).to(device)
                if cfg.class_weights == "auto" else None)
     state = TrainState() if run.resume is None else \
@@ -146,8 +146,8 @@ def start_training(run: Run) -> Trainer:
                   f"so far epoch {state.best_epoch}", flush=True)
         run_dir = _open_run_dir(run)
         print(f"run folder: {run_dir}")
-    return Trainer(cfg, spec, model, execution, train, val_batches, test, state, run_dir,
-                   dist, weights, plan_text)
+    return Trainer(TrainingRun(cfg, spec, model, execution, loading, train, val_batches, test,
+                               state, run_dir, dist, weights, plan_text))
 
 
 def _check_batches(cfg, train, dist) -> None:

@@ -7,13 +7,15 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
+from utils.evaluation.metrics import METRICS
 from utils.evaluation.plots import plot_curves
 
-
-def columns(k: int) -> tuple[str, ...]:
-    """``metrics.csv``'s columns; ``k`` is the top-k the validation reports (min(5, classes))."""
-    return ("epoch", "phase", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
-            f"val_top{k}", "val_recall", "seconds", "img_per_s")
+#: ``metrics.csv``'s columns: the training figures, then validation's (every metric).
+COLUMNS = ("epoch", "phase", "lr", "train_loss", "train_top1",
+           *(f"val_{metric.key}" for metric in METRICS), "seconds", "img_per_s")
+#: Columns as runs before this version named them (a resumed old run keeps its rows).
+_OLD_COLUMNS = {"train_acc": "train_top1", "val_acc": "val_top1", "val_recall": "val_mean_recall",
+                **{f"val_top{k}": "val_topk" for k in range(2, 6)}}
 
 
 class RunLog:
@@ -25,10 +27,10 @@ class RunLog:
     too.  Validation columns stay empty in a run without a validation set.
     """
 
-    def __init__(self, run_dir: Path, resume_epoch: int = 0, k: int = 5):
+    def __init__(self, run_dir: Path, resume_epoch: int = 0):
         self.run_dir = Path(run_dir)
         self.csv_path = self.run_dir / "metrics.csv"
-        self.columns = columns(k)
+        self.columns = COLUMNS
         self.rows = [r for r in self._read() if _epoch(r) is not None
                      and _epoch(r) <= resume_epoch]
         self._rewrite()
@@ -37,7 +39,8 @@ class RunLog:
     def _read(self) -> list[dict]:
         try:  # utf-8-sig: a spreadsheet that re-saved the file may have added a BOM
             with open(self.csv_path, newline="", encoding="utf-8-sig") as f:
-                return list(csv.DictReader(f))
+                return [{_OLD_COLUMNS.get(k, k): v for k, v in row.items()}
+                        for row in csv.DictReader(f)]
         except FileNotFoundError:
             return []
         except (OSError, UnicodeDecodeError, csv.Error):

@@ -13,8 +13,16 @@ import torch
 import torch.nn.functional as F
 
 from utils.data.augment import BatchAugment
+from utils.distributed import Dist
 from utils.model.execution import Execution
 from utils.model.spec import ModelSpec
+
+#: Epochs of at most this many steps end by re-measuring the BatchNorm statistics: their
+#: running averages (momentum 0.1, about the last ten steps) trail weights that change
+#: that fast, and a validation read through them scores a learnt model as chance.
+SHORT_EPOCH_STEPS = 50
+#: Images the re-measurement looks at (enough for a mean and variance per channel).
+RECALIBRATION_IMAGES = 512
 
 
 @dataclass(frozen=True)
@@ -88,3 +96,36 @@ def measure_speed(model: torch.nn.Module, spec: ModelSpec, execution: Execution,
         evaluation = timed(lambda: execution.logits(model, images[:, :, :spec.input_shape[0],
                                                                 :spec.input_shape[1]]), 3)
     return train, evaluation
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, batches, augment: BatchAugment,
+                          execution: Execution, dist: Dist) -> None:
+    """Replace the running BatchNorm statistics by their average over training batches.
+
+    Only the layers that train are touched (a frozen backbone keeps its statistics); the
+    batches are this epoch's, augmented as in training, so a resumed run replays this
+    too.  Under DDP the processes average their statistics, as their weights agree.
+    """
+    model.train()
+    layers = [m for m in model.modules()
+              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
+    if not layers:
+        return
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches seen
+    seen = 0
+    for images, *_ in batches:
+        images = images.to(execution.device, non_blocking=True)
+        with execution.autocast():
+            model(execution.inputs(augment(images)))
+        seen += len(images)
+        if seen >= RECALIBRATION_IMAGES:
+            break
+    for m, momentum in zip(layers, momenta):
+        m.momentum = momentum
+        if dist.enabled:
+            for buffer in (m.running_mean, m.running_var):
+                dist.all_reduce(buffer).div_(dist.world_size)

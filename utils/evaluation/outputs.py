@@ -1,0 +1,57 @@
+"""Everything an evaluation leaves to read, written the same way by ``eval.py`` and by the end
+of every training run: the figures' summary, the confusion matrix as CSV and picture, the
+per-class bars, the error analysis (``errors.csv``, ``top_losses.png``) and the evaluation's
+sections of ``report.html``.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from utils.data.preprocess import Geometry
+from utils.evaluation.analysis import Analysis, add_evaluation, analyse
+from utils.evaluation.plots import plot_per_class
+from utils.evaluation.report import Report
+from utils.evaluation.scoring import EvalResult
+from utils.model.execution import Execution
+
+
+def summary(result: EvalResult, classes: Sequence[str]) -> dict:
+    """An evaluation's figures (:meth:`EvalResult.summary`) and each class's recall,
+    precision and support: ``metrics.json``, and ``results.json``'s ``test``."""
+    report = result.report
+    return {**result.summary(),
+            "per_class": [{"class": name, "recall": r, "precision": p, "support": s}
+                          for name, r, p, s in zip(classes, report.recall, report.precision,
+                                                   report.support)]}
+
+
+def write_evaluation(page: Report, result: EvalResult, samples: Sequence[tuple[int, str]],
+                     classes: Sequence[str], geometry: Geometry, out: str | os.PathLike, *,
+                     heading: str, model: torch.nn.Module | None = None,
+                     execution: Execution | None = None) -> Analysis | None:
+    """Write an evaluation's files into ``out`` and add its sections to ``page``.
+
+    ``samples`` are the evaluated annotation lines; the error analysis needs ``result``
+    kept per image (``evaluate(keep=True)``) and is skipped otherwise.  ``model`` and
+    ``execution`` (a PyTorch network) add the Grad-CAM maps to the worst errors.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "confusion_matrix.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true \\ predicted", *classes])
+        for name, row in zip(classes, result.matrix.tolist()):
+            writer.writerow([name, *row])
+    plot_per_class(result.report.recall, classes, out / "recall.png", "recall")
+    plot_per_class(result.report.precision, classes, out / "precision.png", "precision")
+    analysis = None
+    if result.lines is not None:
+        analysis = analyse(result, samples, classes, geometry, out, model=model,
+                           execution=execution)
+    add_evaluation(page, result, classes, analysis, out, heading=heading)
+    return analysis

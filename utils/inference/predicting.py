@@ -1,0 +1,204 @@
+"""Classifying images named on the command line or typed at a prompt, and where the answers go.
+
+``predict.py`` is this module's command line: :func:`classify` turns the paths into
+:class:`Answer` s (batched, folders walked), :class:`Outputs` prints them and writes the
+``--csv`` file and the ``--sort-into`` / ``--cam`` folders, and :func:`export` writes
+``--export-onnx``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from utils.cli import warn
+from utils.data.image import is_image_file, load_or_warn
+from utils.inference.bulk import CsvPredictions, sort_into, write_new
+from utils.inference.classifier import Classifier
+from utils.inference.config import PredictConfig
+from utils.layout import ANNOTATION_FILES
+
+
+def image_paths(source: str) -> Iterator[str]:
+    """The image files ``source`` names: itself, or those under it when it is a folder.
+
+    Folders are walked in sorted order, skipping hidden entries and non-image files.  A file
+    named explicitly is always tried, whatever its extension: the decoder decides.
+    """
+    if os.path.isdir(source):
+        found = False
+        for root, dirs, files in os.walk(source):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if is_image_file(name):
+                    found = True
+                    yield os.path.join(root, name)
+        if not found:
+            warn(f"{source}: no image files in this folder")
+    elif os.path.exists(source):
+        yield source
+    else:
+        warn(f"{source}: no such file or folder")
+
+
+def prompted_paths(stream=None) -> Iterator[str]:
+    """Paths typed at the prompt (one per line) until end of input.
+
+    The prompt goes to stderr and only when a person is typing, so piped input and
+    ``--json`` output stay clean.  Quotes added by dragging a file into a terminal are removed.
+    """
+    stream = stream or sys.stdin
+    interactive = stream.isatty()
+    while True:
+        if interactive:
+            print("Image path: ", end="", file=sys.stderr, flush=True)
+        line = stream.readline()
+        if not line:
+            return
+        path = line.strip().strip("'\"")
+        if path:
+            yield path
+
+
+def batched(paths: Iterable[str], size: int) -> Iterator[list[str]]:
+    batch = []
+    for path in paths:
+        batch.append(path)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@dataclass
+class Answer:
+    """One image's prediction: the top classes, and the pixels the model saw (with their
+    class-activation map when asked for)."""
+
+    path: str
+    top: list[tuple[str, float]]
+    pixels: np.ndarray  #: (3, H, W) uint8, the evaluation preprocessing's output
+    heatmap: np.ndarray | None = None  #: (H, W) in [0, 1]
+
+
+def classify(classifier: Classifier, sources: Iterable[str], topk: int, batch_size: int,
+             cam: bool = False) -> Iterator[Answer]:
+    """The :class:`Answer` for every image the sources name, with its Grad-CAM map if
+    ``cam``.
+
+    Each source is finished before the next is read, so answers appear as paths are typed.
+    """
+    for source in sources:
+        for paths in batched(image_paths(source), batch_size):
+            loaded = [(path, load_or_warn(path)) for path in paths]
+            readable = [path for path, image in loaded if image is not None]
+            if not readable:
+                continue
+            pixels = classifier.preprocess([image for _, image in loaded if image is not None])
+            probabilities = classifier.probabilities(pixels)
+            maps = classifier.grad_cam(pixels, probabilities.argmax(1)) if cam \
+                else [None] * len(readable)
+            for path, top, image, heatmap in zip(readable, classifier.topk(probabilities, topk),
+                                                 pixels, maps):
+                yield Answer(path, top, image, heatmap)
+
+
+def save_cam(folder: str, answer: Answer) -> Path:
+    """``folder/<image name>_cam.png``: the image as the model saw it, its map over it."""
+    from utils.evaluation.cam import overlay_image
+
+    picture = overlay_image(answer.pixels.transpose(1, 2, 0), answer.heatmap)
+    name = f"{Path(answer.path).stem}_cam.png"
+    return write_new(folder, name, lambda f: picture.save(f, format="PNG"),
+                     what=f"write the map of {answer.path}")
+
+
+def print_table(path: str, top: list[tuple[str, float]]) -> None:
+    width = max(len(name) for name, _ in top)
+    lines = [path] + [f"  {rank}. {name:<{width}}  {p * 100:6.2f}%"
+                      for rank, (name, p) in enumerate(top, 1)]
+    print("\n".join(lines), flush=True)
+
+
+def export(classifier: Classifier, path: str, int8: bool, force: bool,
+           classes_file: str) -> None:
+    """Write ``classifier``'s network to ``path`` (checked; int8 when asked) and say what
+    was written."""
+    from utils.inference import onnx_export
+
+    t0 = time.perf_counter()
+    out = onnx_export.check_destination(path, classifier.info["path"], force)
+    source = onnx_export.source_of(classifier.info["path"], classifier.info)
+    if int8:
+        from utils.inference.onnx_quantize import export_int8
+
+        diff, scores = export_int8(classifier, out, source, ANNOTATION_FILES["train"],
+                                   ANNOTATION_FILES["val"], classes_file)
+    else:
+        diff = onnx_export.export_checked(classifier.spec, classifier.runtime.model, out,
+                                          source)
+    h, w = classifier.input_shape
+    mean = ", ".join(f"{v:.4g}" for v in classifier.spec.mean)
+    std = ", ".join(f"{v:.4g}" for v in classifier.spec.std)
+    print(f"wrote {path} in {time.perf_counter() - t0:.1f}s: input "
+          f"'{onnx_export.INPUT_NAME}' float32 [batch, 3, {h}, {w}] = (RGB / 255 - mean) / std, "
+          f"mean ({mean}), std ({std}); output '{onnx_export.OUTPUT_NAME}' "
+          f"[batch, {len(classifier.classes)}]; the model description in the metadata; "
+          f"onnxruntime vs PyTorch max abs diff {diff:.2g}"
+          + (" (float model, before quantization)" if int8 else ""), file=sys.stderr)
+    if int8:
+        print(scores, file=sys.stderr)
+
+
+class Outputs:
+    """Where each :class:`Answer` goes: printed (a table, or JSON at the end), and the
+    ``--csv`` file, ``--sort-into`` and ``--cam`` folders when asked for."""
+
+    def __init__(self, args: PredictConfig, num_classes: int):
+        self.args = args
+        self.csv = CsvPredictions(args.csv, min(args.topk, num_classes)) if args.csv else None
+        self.json: list[dict] = []
+        self.sorted: dict[str, int] = {}
+        self.done = 0
+
+    def add(self, answer: Answer) -> None:
+        args = self.args
+        self.done += 1
+        if args.json:
+            self.json.append({"path": answer.path, "predictions": [
+                {"class": name, "probability": p} for name, p in answer.top]})
+        else:
+            print_table(answer.path, answer.top)
+        if self.csv:
+            self.csv.add(answer.path, answer.top)
+        if args.sort_into:
+            folder = sort_into(args.sort_into, answer.path, answer.top,
+                               args.min_confidence).parent.name
+            self.sorted[folder] = self.sorted.get(folder, 0) + 1
+        if args.cam:
+            save_cam(args.cam, answer)
+
+    def close(self) -> None:
+        if self.csv:
+            self.csv.close()
+
+    def finish(self) -> None:
+        """Print the JSON, and say on stderr what was written besides the predictions."""
+        args = self.args
+        if args.json:
+            print(json.dumps(self.json, indent=2))
+        if args.csv:
+            print(f"wrote {self.done} predictions to {args.csv}", file=sys.stderr)
+        if args.sort_into:
+            counts = ", ".join(f"{name} {n}" for name, n in sorted(self.sorted.items()))
+            print(f"copied {self.done} images into {args.sort_into}/ ({counts})",
+                  file=sys.stderr)
+        if args.cam:
+            print(f"wrote {self.done} class-activation maps into {args.cam}/", file=sys.stderr)
