@@ -29,6 +29,12 @@ from utils.cli import ArgumentParser, UserError
 
 T = TypeVar("T")
 
+#: Limits every script shares, so a typo or a hostile value is refused before it costs
+#: anything: images in one batch, processes decoding images, epochs (and counts of them).
+MAX_BATCH = 65536
+MAX_WORKERS = 256
+MAX_EPOCHS = 100_000
+
 
 @dataclass(frozen=True)
 class Range:
@@ -268,4 +274,5 @@ def parse(cls: type[T], argv: Sequence[str] | None = None, description: str = ""
 
 def to_dict(config) -> dict[str, Any]:
     """JSON-ready dict of a config (tuples become lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+    return {k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(config).items()}

@@ -9,7 +9,7 @@ settings are user data and are always HTML-escaped.
 >>> page = Report("metrics_out/report.html", "Evaluation of logs/run/best.pth")
 >>> page.add_results(metrics)                       # eval.py's metrics.json dict
 >>> page.add_confusion(matrix, classes, image="metrics_out/confusion_matrix.png")
->>> page.add_per_class(classes, report.precision, report.recall, report.support)
+>>> page.add_per_class(classes, result.report)
 >>> page.add_confused(most_confused(matrix), classes)
 >>> page.add_gallery(errors, classes, heatmaps=maps)
 >>> page.write()
@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 
 from utils.evaluation.cam import as_rgb_array, overlay
-from utils.evaluation.metrics import METRICS, TOP_K
+from utils.evaluation.metrics import METRICS, TOP_K, ClassReport
 from utils.evaluation.mistakes import ConfusedPair, Prediction, thumbnail
 from utils.evaluation.plots import whole_percent
 
@@ -124,19 +124,24 @@ class Report:
                  f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
         self._add(heading, note + table)
 
-    def add_per_class(self, classes: Sequence[str], precision: Sequence[float],
-                      recall: Sequence[float], support: Sequence[int],
+    def add_per_class(self, classes: Sequence[str], report: ClassReport,
                       heading: str = "Per class") -> None:
-        """Precision, recall and support of every class, recall drawn as a bar."""
-        rows = "".join(
-            f"<tr><td class='num muted'>{i}</td><th>{_e(name)}</th>"
-            f"<td class='num'>{_e(_pct(p))}</td><td class='num'>{_e(_pct(r))}</td>"
-            f"<td class='barcell'><div class='bar'><span style='width:{100 * r:.1f}%'></span>"
-            f"</div></td><td class='num'>{int(s):,}</td></tr>"
-            for i, (name, p, r, s) in enumerate(zip(classes, precision, recall, support)))
+        """Precision, recall and support of every class, recall drawn as a bar; a figure
+        that does not exist (no image of the class, nothing predicted as it) reads "n/a"."""
+        rows = []
+        for i, name in enumerate(classes):
+            p, r = report.precision[i], report.recall[i]
+            s, n = report.support[i], report.predicted[i]
+            recall = _pct(r) if s else "n/a"
+            precision = _pct(p) if s or n else "n/a"
+            rows.append(
+                f"<tr><td class='num muted'>{i}</td><th>{_e(name)}</th>"
+                f"<td class='num'>{_e(precision)}</td><td class='num'>{_e(recall)}</td>"
+                f"<td class='barcell'><div class='bar'><span style='width:{100 * r:.1f}%'>"
+                f"</span></div></td><td class='num'>{int(s):,}</td></tr>")
         self._add(heading, "<div class='scroll'><table class='perclass'><thead><tr>"
                   "<th>id</th><th>class</th><th>precision</th><th>recall</th><th></th>"
-                  f"<th>images</th></tr></thead><tbody>{rows}</tbody></table></div>")
+                  f"<th>images</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
 
     def add_confused(self, pairs: Sequence[ConfusedPair], classes: Sequence[str],
                      limit: int = 20, heading: str = "Most confused classes") -> None:
