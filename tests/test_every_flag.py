@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import nets
-from tests.helpers import assert_clean_error, make_dataset, run_script, working_directory
+from tests.helpers import assert_clean_error, make_dataset, run_script
 from utils.cli import UserError
 from utils.settings import _base, _tuple_parts, flag_of, parse
 

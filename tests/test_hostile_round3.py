@@ -20,7 +20,6 @@ from tests.helpers import (COLOURS, ROOT, assert_clean_error, make_dataset, make
 from tests.test_predict import make_checkpoint
 from tests.test_train import FAST
 from utils.cli import UserError
-from utils.data.lists import write_annotation, write_classes
 from utils.evaluation.metrics import class_report
 from utils.inference.bulk import write_new
 from utils.model.checkpoint import load_checkpoint, save_checkpoint
