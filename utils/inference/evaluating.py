@@ -27,11 +27,11 @@ from utils.fileio import output_target, write_json, writing
 from utils.inference.classifier import Classifier
 from utils.inference.config import EvalConfig
 from utils.inference.onnx_runtime import is_onnx_path
-from utils.layout import CACHE_DIR, DEFAULT_CLASSES, SPLITS
+from utils.layout import CACHE_DIR, DEFAULT_CLASSES, SPLIT_ALIASES, SPLITS
 from utils.names import shown
 
 #: Folder names that mark a dataset's split folders rather than class folders.
-_SPLIT_NAMES = {*SPLITS, "valid", "validation"}
+_SPLIT_NAMES = {*SPLITS, *SPLIT_ALIASES}
 
 
 def evaluate_model(cfg: EvalConfig) -> dict:
