@@ -53,14 +53,15 @@ def test_small_images_on_a_cpu_get_the_cpu_recipe_unless_given():
 def test_photos_on_a_cpu_get_a_time_budget_unless_their_epochs_are_given():
     """A laptop user gets a model within 20 minutes (issue 25: 40 epochs at 128 px had
     been planned, about two hours); from scratch, the CPU's fastest network."""
-    many = recipe.Survey(("cats", "dogs"), (1000, 1000), 1000, 200, (374, 480))
+    many = recipe.Survey(("cats", "dogs"), (900, 900), 1000, 200, (374, 480))
     plan = choose(many, CPU, weights=False)
     cfg = plan.cfg
     assert cfg.time_budget == recipe.PHOTO_CPU_MINUTES < 20
     assert (cfg.backbone, cfg.width_mult, cfg.optimizer, cfg.input_shape) == (
         "mobilenetv1", 0.5, "adamw", (128, 128))
     assert cfg.small_input_drops is None  # 128 px is not a small input
-    assert choose(many, CPU, "--epochs", "60", weights=False).cfg.time_budget is None
+    given = choose(many, CPU, "--epochs", "60", weights=False).cfg  # 1,800 images: full width
+    assert (given.time_budget, given.width_mult) == (None, 1.0)
     assert choose(many, CPU, "--time-budget", "45", weights=False).cfg.time_budget == 45
     assert choose(many, GPU, weights=False).cfg.time_budget is None
     transfer = choose(many, CPU, weights=True).cfg

@@ -166,14 +166,17 @@ def _small_images(choices: Choices, data: Survey, gpu: bool) -> None:
                                   f"{CPU_IMAGES:,}, at least 10 epochs)")
 
 
-def _cpu_network(choices: Choices, data: Survey) -> None:
+def _cpu_network(choices: Choices, data: Survey, timed: bool = False) -> None:
     """A network trained from scratch on a CPU: half-width MobileNetV1 (the fastest per
-    image here), AdamW, batches of 32."""
+    image here), AdamW, batches of 32.  Full width for fewer than
+    :data:`HALF_WIDTH_IMAGES` images, unless the run is ``timed`` (a time budget: then
+    images per second are what counts)."""
     choices.set("backbone", "mobilenetv1", "CPU recipe: 1.3x the images per second of "
                                            "MobileNetV2 at the same width")
-    if "width_mult" in nets.arguments(choices.cfg.backbone) and data.train >= HALF_WIDTH_IMAGES:
-        choices.set("width_mult", 0.5, f"CPU recipe, {data.train:,} images: 3x the images per "
-                                       "second of full width")
+    if "width_mult" in nets.arguments(choices.cfg.backbone) and (
+            timed or data.train >= HALF_WIDTH_IMAGES):
+        choices.set("width_mult", 0.5, f"CPU recipe, {data.train:,} images: 2-3x the images "
+                                       "per second of full width")
     if "lr" not in choices.given:  # a rate given means the optimizer it was meant for
         choices.set("optimizer", "adamw", "CPU recipe: gets far in the few epochs a CPU "
                                           "affords")
@@ -202,7 +205,7 @@ def _photos(choices: Choices, data: Survey, gpu: bool, transfer: bool) -> None:
                                              "than 224 on a CPU"))
         choices.set("epochs", 40 if not gpu else 90, "from scratch on a small set")
         if not gpu:
-            _cpu_network(choices, data)
+            _cpu_network(choices, data, timed="epochs" not in choices.given)
     if choices.why["batch_size"] != "given":
         choices.set("batch_size", 64 if gpu else 32, "photos")
     if not gpu and "epochs" not in choices.given:
