@@ -13,6 +13,7 @@ import torchvision
 
 import train as train_script
 from tests.helpers import ROOT, assert_clean_error, make_dataset, make_shapes_dataset, run_script
+from utils.data.batches import training_batches
 from utils.train import recipe
 
 CPU, GPU = torch.device("cpu"), torch.device("cuda")
@@ -217,6 +218,20 @@ def test_a_time_budget_is_fitted_in_steps_and_ends_with_its_schedule(photos):
     assert last["config"]["time_budget"] == pytest.approx(0.4)
     resumed = run_script("train.py", "--resume", "logs/budget/last.pth", cwd=photos)
     assert_clean_error(resumed, "already finished all")
+
+
+def test_the_automatic_photo_budget_is_a_limit_not_a_target(photos):
+    """Photos on a CPU with no --epochs get the recipe's budget, but a small set still
+    stops after the recipe's epochs instead of filling 18 minutes."""
+    result = run_script("train.py", "--device", "cpu", "--workers", "0", "--width-mult", "0.25",
+                        "--input-shape", "32", "32", "--run-name", "limit", cwd=photos)
+    assert result.returncode == 0, result.stderr[-2000:]
+    plan = {l.split()[0]: l for l in result.stdout.splitlines() if l.startswith("  ")}
+    assert "auto: photos on a CPU" in plan["time_budget"]
+    assert plan["epochs"].split()[1] == "40" and "within 18 min (measured)" in plan["epochs"]
+    results = json.loads((photos / "logs/limit/results.json").read_text())
+    steps = training_batches(44, int(plan["batch_size"].split()[1]))[0]
+    assert results["epochs"] == 40 and results["stopped_early"]["steps"] == 40 * steps
 
 
 def test_ctrl_c_says_what_was_kept_and_how_to_resume(photos):

@@ -178,9 +178,12 @@ def _budget(run: Run, plan: recipe.Choices | None, model, spec: ModelSpec,
                         round(run.cfg.warmup_epochs * steps), agree, say=dist.is_main)
     budget.step_seconds = train_s * batch * dist.world_size
     budget.epoch_overhead = len(val) * eval_s + recipe.EPOCH_OVERHEAD
-    if "epochs" in run.explicit:  # a most, within the time
+    # Epochs given, or a budget the recipe chose (a limit, not a target: a small set
+    # still takes its few minutes): the epochs are a most, within the time.
+    if "epochs" in run.explicit or "time_budget" not in run.explicit:
         budget.most_steps = (run.cfg.epochs - min(run.cfg.freeze_epochs, run.cfg.epochs)) * steps
-    recipe.fit_to_budget(plan, budget.steps_that_fit(0, steps), steps)
+    fit = budget.steps_that_fit(0, steps)
+    recipe.fit_to_budget(plan, fit, steps, capped=fit == budget.most_steps)
     run.cfg = plan.cfg
     return budget
 

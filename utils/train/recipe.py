@@ -143,12 +143,17 @@ def choose(cfg, explicit, data: Survey, device: torch.device,
     return choices
 
 
-def fit_to_budget(choices: Choices, steps: int, steps_per_epoch: int) -> None:
+def fit_to_budget(choices: Choices, steps: int, steps_per_epoch: int,
+                  capped: bool = False) -> None:
     """The plan's epochs for ``--time-budget``: the ``steps`` that fit (estimated from a
-    measured step, :mod:`utils.train.budget`, and re-fitted as the run goes)."""
+    measured step, :mod:`utils.train.budget`, and re-fitted as the run goes), or, when
+    ``capped``, all the steps of the epochs planned, which fit."""
     epochs = -(-steps // max(steps_per_epoch, 1))
-    choices.set("epochs", epochs, f"about {steps} steps fit {choices.cfg.time_budget:g} min "
-                                  "(measured), re-fitted after every epoch")
+    budget = choices.cfg.time_budget
+    choices.set("epochs", epochs, f"within {budget:g} min (measured), re-fitted after every "
+                                  "epoch" if capped else
+                                  f"about {steps} steps fit {budget:g} min (measured), "
+                                  "re-fitted after every epoch")
     _warmup(choices)
 
 
@@ -209,9 +214,9 @@ def _photos(choices: Choices, data: Survey, gpu: bool, transfer: bool) -> None:
     if choices.why["batch_size"] != "given":
         choices.set("batch_size", 64 if gpu else 32, "photos")
     if not gpu and "epochs" not in choices.given:
-        choices.set("time_budget", PHOTO_CPU_MINUTES, "photos on a CPU: a model within 20 "
-                                                      "minutes (--epochs or --time-budget "
-                                                      "for longer)")
+        choices.set("time_budget", PHOTO_CPU_MINUTES, "photos on a CPU: at most the epochs "
+                                                      "that fit, a model within 20 minutes "
+                                                      "(--epochs or --time-budget for more)")
 
 
 def _batches(choices: Choices, data: Survey) -> None:
