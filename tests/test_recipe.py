@@ -296,6 +296,17 @@ def test_time_to_accuracy_budgets_must_be_positive_seconds(budget, tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing trained, nothing written
 
 
+def test_time_to_accuracy_runs_the_project_scripts_whole(photos):
+    """One budget: train.py and eval.py of this project, each a whole process."""
+    from utils.benchmarks import time_to_accuracy
+
+    (run,) = time_to_accuracy.reach([12], ["--device", "cpu", "--workers", "0",
+                                           "--input-shape", "16", "16", "--width-mult", "0.25"],
+                                    "cls_test.txt", photos)
+    assert run.process > run.seconds > 0 and run.epochs >= 1 and 0 <= run.top1 <= 1
+    assert not [p for p in photos.iterdir() if p.name.startswith("tta-")]  # cleaned up
+
+
 def test_the_announced_duration_leaves_out_the_slow_first_step(monkeypatch):
     from utils.train import clock as run_clock
 

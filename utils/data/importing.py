@@ -287,8 +287,8 @@ def _dataset_root(folder: Path, name: Path | None = None) -> tuple[Path, dict[st
                         "a classifier needs at least two classes, one folder of images each")
     found = ", ".join(map(shown, top[:5])) + (", ..." if len(top) > 5 else "") or "nothing"
     raise UserError(f"{shown(name or folder)} must hold train/<class>/ (with optional val/ "
-                    f"(or validation/) and test/), or just one folder per class, optionally "
-                    f"inside one top-level folder (found: {found})")
+                    f"and test/), or just one folder per class, optionally inside one "
+                    f"top-level folder (found: {found})")
 
 
 def _vet_folder(root: Path, splits: list[str]) -> list[tuple[Path, int]]:
