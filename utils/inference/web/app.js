@@ -191,5 +191,4 @@
       document.body.dataset.ready = "error";
     });
   });
-  window.classifyRgb = async (rgb) => classify(rgb);  // for tests
 })();
