@@ -84,17 +84,17 @@ def check_spec(spec, job: ExportJob) -> None:
     h, w = job.spec.input_shape
     (given,), (produced,) = spec.description.input, spec.description.output
     stored = dict(spec.description.metadata.userDefined)
-    problems = [
-        f"input {given.name} {list(given.type.multiArrayType.shape)}"
-        if (given.name, list(given.type.multiArrayType.shape)) != (INPUT_NAME, [1, 3, h, w])
-        else None,
-        f"output {produced.name}" if produced.name != OUTPUT_NAME else None,
-        "the model description" if any(stored.get(k) != v for k, v in job.metadata().items())
-        else None]
-    problems = [p for p in problems if p]
+    shape = list(given.type.multiArrayType.shape)
+    problems = []
+    if (given.name, shape) != (INPUT_NAME, [1, 3, h, w]):
+        problems.append(f"input {given.name!r} of shape {shape}")
+    if produced.name != OUTPUT_NAME:
+        problems.append(f"output {produced.name!r}")
+    if any(stored.get(key) != value for key, value in job.metadata().items()):
+        problems.append("the model description")
     if problems:
-        raise UserError(f"the saved Core ML model does not read back as written: "
-                        f"{', '.join(problems)}")
+        raise UserError("the saved Core ML model does not read back as written: "
+                        + ", ".join(problems))
 
 
 def _runner(ct, path: Path, spec) -> Runner:
