@@ -27,12 +27,20 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt requirements-expor
 
 # DATA imports a local dataset (refused over a different one unless FORCE=1); otherwise
 # CIFAR-10 is exported when datasets/ holds none; then annotations are (re)written and
-# training starts with ARGS.
+# training starts with ARGS.  DATA and ARGS reach the scripts through the environment and
+# are never parsed by a shell: a path with quotes, `$` or backticks is a path, and ARGS is
+# split into words like a command line (shlex), nothing more.  Any step failing stops here.
+# $(value ...): a `$` in DATA, ARGS or FORCE is text, not a make variable or function.
+override DATA := $(value DATA)
+override ARGS := $(value ARGS)
+override FORCE := $(value FORCE)
+export DATA ARGS
 train: $(VENV)/.installed-runtime
-	@if [ -n "$(DATA)" ]; then $(BIN)/python txt_annotation.py --from "$(DATA)" $(if $(FORCE),--force); \
+	@set -e; \
+	if [ -n "$$DATA" ]; then $(BIN)/python txt_annotation.py --from "$$DATA" $(if $(FORCE),--force); \
 	elif [ -z "$$(ls -A datasets/train 2>/dev/null)" ]; then $(BIN)/python txt_annotation.py --cifar10; \
-	else $(BIN)/python txt_annotation.py; fi
-	$(BIN)/python train.py $(ARGS)
+	else $(BIN)/python txt_annotation.py; fi; \
+	$(BIN)/python -c 'import os, shlex, sys; os.execv(sys.executable, [sys.executable, "train.py", *shlex.split(os.environ.get("ARGS", ""))])'
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -n 2 --durations=15 tests

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import os
 
-from utils.cli import UserError, run
+from utils.cli import UserError, run, warn
 from utils.data.lists import read_classes
-from utils.fileio import output_target, within
+from utils.fileio import output_target
 from utils.inference.config import PredictConfig
 from utils.inference.onnx_runtime import is_onnx_path
-from utils.inference.predicting import Outputs, classify, export, prompted_paths
+from utils.inference.predicting import (Outputs, classify, export, output_conflict,
+                                        prompted_paths)
 from utils.settings import parse
 
 
@@ -49,14 +50,13 @@ def parse_args(argv=None) -> PredictConfig:
         output_target(args.csv, folder=False, protect=protect)
         if os.path.lexists(args.csv):
             raise UserError(f"{args.csv} exists: choose another --csv file")
-    for flag, folder in (("--sort-into", args.sort_into), ("--cam", args.cam)):
+    for folder in (args.sort_into, args.cam):
         if folder:
             output_target(folder, folder=True, protect=protect)
-            for source in args.paths:
-                if os.path.isdir(source) and within(folder, source):
-                    raise UserError(f"{flag} {folder} is inside {source}, which is being "
-                                    "classified: its outputs would be read as inputs; choose "
-                                    "a folder outside it")
+    for source in args.paths:
+        conflict = output_conflict(source, args)
+        if conflict:
+            raise UserError(conflict)
     return args
 
 
@@ -75,9 +75,13 @@ def main(argv=None) -> int:
     def sources():
         for source in args.paths or prompted_paths():
             given.append(source)
+            conflict = output_conflict(source, args)  # paths typed at the prompt, too
+            if conflict:
+                warn(f"skipped {source}: {conflict}")
+                continue
             yield source
 
-    outputs = Outputs(args, len(classifier.classes))
+    outputs = Outputs(args, classifier.classes)
     try:
         for answer in classify(classifier, sources(), args.topk, args.batch_size,
                                cam=bool(args.cam)):

@@ -161,8 +161,10 @@ def test_hostile_archives_are_refused_and_nothing_is_written(tmp_path, project, 
     (lambda p: p.write_bytes(pack(p.parent.parent / "src/flowers", p.parent / "ok.tar.gz",
                                   False).read_bytes()[:3000]), "cannot read archive"),
     (lambda p: zipfile.ZipFile(p, "w").writestr("photos/a.png", b"x"),
+     "holds one class folder (photos): a classifier needs at least two classes"),
+    (lambda p: zipfile.ZipFile(p, "w").writestr("a.png", b"x"),
      "must hold train/<class>/ (with optional val/ and test/), or just one folder per class"),
-], ids=["empty-file", "text-file", "truncated-tar.gz", "wrong-layout"])
+], ids=["empty-file", "text-file", "truncated-tar.gz", "one-class", "wrong-layout"])
 def test_broken_archives_are_clean_errors_and_leave_datasets_alone(tmp_path, project, source,
                                                                    make, needle):
     # `source` provides src/flowers for the truncated archive.

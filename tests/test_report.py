@@ -96,7 +96,7 @@ def evaluation_page(tmp_path: Path) -> Path:
     page.add_results({"images": 30, "top1": 23 / 30, "topk": 1.0, "k": 3, "loss": 0.61234,
                       "mean_recall": report.mean_recall, "mean_precision": report.mean_precision})
     page.add_confusion(MATRIX, CLASSES, image=out / "confusion_matrix.png")
-    page.add_per_class(CLASSES, report.precision, report.recall, report.support)
+    page.add_per_class(CLASSES, report)
     page.add_confused(most_confused(MATRIX), CLASSES)
     page.add_gallery(errors, CLASSES, heatmaps=[heat, None])
     page.add_images("Figures", [out / "confusion_matrix.png", out / "not-written.png"])

@@ -11,7 +11,7 @@ import pytest
 from tests.helpers import COLOURS, assert_clean_error, listed, make_dataset, make_image, run_script
 from utils.cli import UserError
 from utils.data.lists import read_annotation, write_annotation
-from utils.data.splits import held_out_counts
+from utils.data.splits import carve
 
 
 def annotate(root, *args):
@@ -29,15 +29,31 @@ def per_class(root, split) -> Counter:
 
 
 @pytest.mark.parametrize("total, fractions, expected", [
-    (20, [0.1], [2]),            # the nearest whole number
-    (3, [0.1], [1]),             # at least one, so every class is validated
-    (2, [0.5, 0.5], [1, 0]),     # never the last image: every class is trained on
-    (1, [0.1], [0]),             # a class of one keeps it for training
-    (40, [0.1, 0.1], [4, 4]),
-    (40, [0.0, 0.25], [0, 10]),
+    (2, {"test": 0.5, "val": 0.5}, (1, [1, 0])),  # never the last image: trained on
+    (1, {"test": 0.1}, (1, [0])),                 # a class of one keeps it for training
+    (3, {"test": 0.1, "val": 0.1}, (1, [1, 1])),  # at least one per set, so validated
 ])
-def test_held_out_counts(total, fractions, expected):
-    assert held_out_counts(total, fractions) == expected
+def test_tiny_classes_keep_one_for_training_and_give_each_set_one(total, fractions, expected):
+    paths = [f"/d/train/c/{i}.png" for i in range(total)]
+    kept, held = carve(paths, fractions, 0, "/d/train")
+    assert (len(kept), [len(held[s]) for s in fractions]) == expected
+
+
+def test_each_set_holds_about_its_fraction_and_adding_images_moves_no_other():
+    paths = [f"/d/train/c/{i:04d}.png" for i in range(2000)]
+    fractions = {"test": 0.1, "val": 0.2}
+    kept, held = carve(paths, fractions, 7, "/d/train")
+    assert 150 <= len(held["test"]) <= 250 and 330 <= len(held["val"]) <= 470  # ~5 sigma
+    more = paths + [f"/d/train/c/new{i:04d}.png" for i in range(500)]
+    kept2, held2 = carve(more, fractions, 7, "/d/train")
+    for name in fractions:  # every earlier image stays on its side
+        assert [p for p in held2[name] if "new" not in p] == held[name]
+    assert [p for p in kept2 if "new" not in p] == kept
+    # the seed reshuffles; a moved dataset (another root) splits the same way
+    assert carve(paths, fractions, 8, "/d/train")[1] != held
+    moved = [p.replace("/d/", "/elsewhere/") for p in paths]
+    assert carve(moved, fractions, 7, "/elsewhere/train")[1] == {
+        n: [p.replace("/d/", "/elsewhere/") for p in v] for n, v in held.items()}
 
 
 def test_val_is_held_out_of_train_stratified_disjoint_and_the_same_on_every_run(tmp_path):
@@ -48,7 +64,8 @@ def test_val_is_held_out_of_train_stratified_disjoint_and_the_same_on_every_run(
     assert not set(paths(tmp_path, "val")) & set(paths(tmp_path, "train"))
     assert set(paths(tmp_path, "val")) | set(paths(tmp_path, "train")) == {
         f"datasets/train/{c}/{i:03d}.png" for c in "abc" for i in range(23)}
-    assert per_class(tmp_path, "val") == {"0": 2, "1": 2, "2": 2}  # 23 x 0.1, within one
+    assert all(1 <= n <= 6 for n in per_class(tmp_path, "val").values())  # about 23 x 0.1
+    assert set(per_class(tmp_path, "val")) == {"0", "1", "2"}  # every class validated
     assert per_class(tmp_path, "test") == {"0": 2, "1": 2, "2": 2}  # test/ used as it is
     before = {s: (tmp_path / f"cls_{s}.txt").read_bytes() for s in ("train", "val", "test")}
 
@@ -58,9 +75,11 @@ def test_val_is_held_out_of_train_stratified_disjoint_and_the_same_on_every_run(
     for i in range(23, 30):
         make_image(tmp_path / f"datasets/train/a/{i:03d}.png", COLOURS[0], seed=i)
     assert annotate(tmp_path).returncode == 0
-    assert [p for p in paths(tmp_path, "val") if "/a/" not in p] == \
-        [p.partition(";")[2] for p in before["val"].decode().splitlines()[1:] if "/a/" not in p]
-    assert per_class(tmp_path, "val")["0"] == 3
+    earlier = {s: [p.partition(";")[2] for p in before[s].decode().splitlines()[1:]]
+               for s in before}
+    for split in ("train", "val"):  # no earlier image changed sides, in any class
+        assert [p for p in paths(tmp_path, split) if not p.endswith(
+            tuple(f"/a/{i:03d}.png" for i in range(23, 30)))] == earlier[split]
 
 
 def test_a_train_only_dataset_gets_test_and_val_sets_held_out(tmp_path):
@@ -69,7 +88,8 @@ def test_a_train_only_dataset_gets_test_and_val_sets_held_out(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "test  images: 10% of each class of datasets/train/" in result.stdout
     splits = {s: set(paths(tmp_path, s)) for s in ("train", "val", "test")}
-    assert [len(s) for s in splits.values()] == [32, 4, 4]
+    assert sum(len(s) for s in splits.values()) == 40
+    assert set(per_class(tmp_path, "val")) == set(per_class(tmp_path, "test")) == {"0", "1"}
     assert not (splits["train"] & splits["val"] or splits["train"] & splits["test"]
                 or splits["val"] & splits["test"])
     # A val/ folder added later takes validation over; the test set stays exactly the same.
@@ -78,7 +98,7 @@ def test_a_train_only_dataset_gets_test_and_val_sets_held_out(tmp_path):
     assert annotate(tmp_path).returncode == 0
     assert set(paths(tmp_path, "test")) == splits["test"]
     assert all(p.startswith("datasets/val/") for p in paths(tmp_path, "val"))
-    assert len(paths(tmp_path, "train")) == 36
+    assert len(paths(tmp_path, "train")) == 40 - len(splits["test"])
 
 
 def test_train_val_test_folders_are_used_as_they_are(tmp_path):
@@ -112,9 +132,13 @@ def test_import_takes_train_val_and_plain_class_folder_layouts(tmp_path, layout)
     project.mkdir()
     result = annotate(project, "--from", dataset)
     assert result.returncode == 0, result.stderr
-    sizes = [len(paths(project, s)) for s in ("train", "val", "test")]
-    assert sizes == {"train-val": [18, 6, 2], "train-val-test-zip": [20, 6, 6],
-                     "class-folders": [16, 2, 2]}[layout]
+    train, val, test = (len(paths(project, s)) for s in ("train", "val", "test"))
+    if layout == "train-val-test-zip":  # every folder used as it is
+        assert (train, val, test) == (20, 6, 6)
+    elif layout == "train-val":  # test held out of train/, val/ as it is
+        assert val == 6 and train + test == 20 and test >= 2
+    else:  # both held out of the class folders
+        assert train + val + test == 20 and val >= 2 and test >= 2
 
 
 def test_an_empty_val_class_folder_is_an_error_naming_it(tmp_path):
@@ -141,7 +165,9 @@ def test_imbalance_is_reported_and_class_weights_suggested(tmp_path):
         (tmp_path / f"datasets/train/small/{extra:03d}.png").unlink()
     result = annotate(tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "imbalance: 'big' has 5.1x the training images of 'small'" in result.stdout
+    counts = per_class(tmp_path, "train")
+    assert f"imbalance: 'big' has {counts['0'] / counts['1']:.1f}x the training images of " \
+        "'small'" in result.stdout
     assert "--class-weights auto" in result.stderr
 
 

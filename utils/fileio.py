@@ -1,7 +1,10 @@
-"""Writing small text files so that a reader, or a run killed mid-write, sees the old file
-or the new one, never half of one."""
+"""Writing files safely: small text files so that a reader, or a run killed mid-write, sees
+the old file or the new one, never half of one; CSV files that a spreadsheet opens as data,
+never as formulas; outputs checked before any work is spent on them."""
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
 import os
 from pathlib import Path
@@ -33,9 +36,46 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
             pass  # the folder could not be written in the first place
 
 
+@contextlib.contextmanager
+def writing(what: str, then: str = ""):
+    """Turn a failed write inside the block (a full disk, a read-only folder) into one
+    :class:`UserError` naming ``what`` was being written and, in ``then``, what is safe."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"could not write {what}: {exc.strerror or exc}"
+                        + (f"; {then}" if then else "")) from None
+
+
 def write_json(path: str | os.PathLike, data) -> None:
     """:func:`write_atomic` of ``data`` as indented JSON."""
     write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+#: What a spreadsheet takes for the start of a formula in a cell (OWASP, "CSV injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value):
+    """``value`` as a CSV cell a spreadsheet shows as text: a string starting like a formula
+    (``=HYPERLINK(...)``, ``+``, ``-``, ``@``) gets a leading ``'``; numbers pass as they are.
+
+    Class and file names are user data (a folder named ``=cmd|' /C calc'!A0`` is valid on
+    Linux), and every CSV the project writes is opened in spreadsheets.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+class CsvWriter:
+    """``csv.writer`` whose every row goes through :func:`spreadsheet_safe`."""
+
+    def __init__(self, file):
+        self._writer = csv.writer(file)
+
+    def writerow(self, row) -> None:
+        self._writer.writerow([spreadsheet_safe(cell) for cell in row])
 
 
 def output_target(path: str | os.PathLike, *, folder: bool, protect=(),

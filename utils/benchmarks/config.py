@@ -7,14 +7,14 @@ import nets
 from utils.cli import UserError, default_workers
 from utils.layout import ANNOTATION_FILES, DEFAULT_CLASSES
 from utils.model.precision import AMP_MODES
-from utils.settings import above, at_least, between, setting
+from utils.settings import MAX_BATCH, MAX_WORKERS, above, at_least, between, setting
 
 #: What computes the eval stage's logits: torch eager, ONNX Runtime float32, ONNX Runtime int8.
 RUNTIMES = ("torch", "onnxruntime", "onnxruntime-int8")
 STAGES = ("data", "train", "eval")
 DATASETS = ("photos", "cifar-subset")
-#: The most images one step may take, and the most repeats a figure may cost.
-MAX_BATCH, MAX_REPEATS = 65536, 1000
+#: The most timed windows a figure may cost.
+MAX_REPEATS = 1000
 
 
 @dataclass
@@ -37,7 +37,7 @@ class BenchmarkConfig:
     eval_data: str = setting(ANNOTATION_FILES["test"], "evaluation annotation file")
     classes: str = setting(DEFAULT_CLASSES, "class list file")
     workers: int = setting(default_workers(4), "data-loading processes",
-                           valid=between(0, 256))
+                           valid=between(0, MAX_WORKERS))
     steps: int = setting(30, "timed steps per window", valid=at_least(1, high=100_000))
     repeats: int = setting(3, "timed windows (median reported)",
                            valid=at_least(1, high=MAX_REPEATS))

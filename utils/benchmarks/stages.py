@@ -6,6 +6,7 @@ synchronised before each clock read.  Each stage runs beside its naive baseline 
 """
 from __future__ import annotations
 
+import dataclasses
 import resource
 import statistics
 import tempfile
@@ -17,9 +18,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from utils.benchmarks.config import BenchmarkConfig
+from utils.cli import warn
 from utils.data import preprocess
 from utils.data.augment import BatchAugment
-from utils.data.batches import Loading, check_batch_size, make_batches, one_by_one_batches
+from utils.data.batches import Loading, make_batches, one_by_one_batches
 from utils.data.image import load_image
 from utils.data.lists import read_annotation, read_classes
 from utils.distributed import resolve_device
@@ -170,13 +172,13 @@ def bench_eval(args, ctx, report) -> None:
                 x = preprocess.eval_array(load_image(path), spec.geometry)[None]
                 return runtime.array_logits(x).argmax(1).item()
 
-            latencies = []
+            latencies = []  # the first few warm up (allocations); a tiny set keeps half
             for _, path in samples[:50]:
                 t0 = time.perf_counter()
                 predict_one(path)
                 latencies.append(time.perf_counter() - t0)
             report(f"single-image latency, load + predict (ms, median){tag}",
-                   f"{1000 * statistics.median(latencies[5:]):.2f}")
+                   f"{1000 * statistics.median(latencies[min(5, len(latencies) // 2):]):.2f}")
     first = args.runtimes[0]
     for name in args.runtimes[1:]:
         report(f"eval speed-up, {name} / {first}", f"{rates[name] / rates[first]:.2f}x")
@@ -219,6 +221,12 @@ def measure(args: BenchmarkConfig) -> None:
     """Time every stage ``args.stages`` names, on the model and data it names, printing each
     figure as soon as it is measured."""
     device = resolve_device(args.device)
+    samples: dict[str, list] = {}
+    train_images = len(read_annotation(args.data, read_classes(args.classes)))
+    if train_images < args.batch_size:  # a small set is measured with the batches it has
+        warn(f"{args.data} holds {train_images} images: timing batches of {train_images}, "
+             f"not {args.batch_size}")
+        args = dataclasses.replace(args, batch_size=train_images)
     if args.model:
         spec, weights, _ = read_model(ModelSource(args.model, classes_file=args.classes))
         model = build_model(spec, weights, args.model)
@@ -233,14 +241,12 @@ def measure(args: BenchmarkConfig) -> None:
           f"amp {execution.amp_dtype}, channels_last {args.channels_last}, "
           f"torch {torch.__version__}")
     torch.manual_seed(0)
-    samples = {}
 
     def read(annotation):
         if annotation not in samples:
             samples[annotation] = read_annotation(annotation, spec.classes)
         return samples[annotation]
 
-    check_batch_size(args.batch_size, read(args.data), args.data)
     ctx = {
         "device": device, "spec": spec, "execution": execution,
         "augment": BatchAugment(spec.input_shape, spec.small_input),

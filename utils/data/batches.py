@@ -13,8 +13,8 @@ Both yield ``(images, labels, lines)`` batches: uint8 images in the same "base" 
 (:func:`utils.data.preprocess.to_base` for training, :func:`utils.data.preprocess.to_uint8` for
 evaluation), so augmentation (``utils.data.augment``) and evaluation see identical pixels whichever
 path produced them, and for each image its line in the annotation (what an error analysis
-needs to name the file; unreadable images are skipped, so positions alone would not do).  :func:`one_by_one_batches`
-is the naive loop both replace, kept to measure the difference.
+needs to name the file; unreadable images are skipped, so positions alone would not do).
+:func:`one_by_one_batches` is the naive loop both replace, kept to measure the difference.
 """
 from __future__ import annotations
 

@@ -8,10 +8,8 @@ from utils.data.archives import DEFAULT_MAX_RATIO, RATIO_ENV
 from utils.data.cifar10 import ARCHIVE_ENV
 from utils.data.splits import MAX_FRACTION
 from utils.layout import DATASETS, DEFAULT_CLASSES
-from utils.settings import above, between, setting
+from utils.settings import MAX_WORKERS, above, between, setting
 
-#: Processes checking images: more than a machine has CPUs only adds switching.
-MAX_WORKERS = 256
 
 
 @dataclass
@@ -42,7 +40,7 @@ class AnnotationConfig:
                                  flag="--from", metavar="PATH")
     max_ratio: float | None = setting(None, "refuse an archive given to --from that unpacks to "
                                       "more than N times its size, a likely zip bomb",
-                                      valid=above(0), metavar="N",
+                                      valid=above(0, 1e6), metavar="N",
                                       auto=f"${RATIO_ENV} if set, else {DEFAULT_MAX_RATIO:g}")
     force: bool = setting(False, "replace a dataset already in the dataset folder", switch=True)
     workers: int = setting(default_workers(8), "processes checking images; 0 checks in this "

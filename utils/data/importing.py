@@ -2,10 +2,10 @@
 
 A dataset is built in a hidden staging folder inside the target (same file system, so the
 final renames are atomic; hidden, so scans ignore it), checked, and only then renamed into
-place as ``train/`` (and ``val/``, ``test/`` when it has them).  If anything fails on the way, the staging folder is
-removed and the target is exactly as it was; an existing dataset is only replaced when the
-caller asks for it.  (A run killed outright leaves its ``.staging-*`` folder behind; the next
-install removes it.)
+place as ``train/`` (and ``val/``, ``test/`` when it has them). If anything fails on the
+way, the staging folder is removed and the target is exactly as it was; an existing dataset
+is only replaced when the caller asks for it. (A run killed outright leaves its
+``.staging-*`` folder behind; the next install removes it.)
 
 :func:`import_dataset` fills the staging folder from a folder or an archive (.zip, .tar,
 .tar.gz, ...) laid out as ``train/<class>/...`` with optional ``val/<class>/...`` and

@@ -30,6 +30,7 @@ from typing import Iterable, Sequence
 from utils.cli import UserError
 from utils.fileio import write_atomic
 from utils.layout import ANNOTATION_FILES, DEFAULT_CLASSES, SPLITS
+from utils.names import class_name_problem, shown
 
 _HINT = "run `python txt_annotation.py` first"
 _FINGERPRINT = re.compile(r"^# classes: (\d+), fingerprint ([0-9a-f]{12})$")
@@ -41,6 +42,11 @@ def read_classes(path: str | os.PathLike = DEFAULT_CLASSES) -> list[str]:
     classes = [line.strip() for line in text.splitlines() if line.strip()]
     if not classes:
         raise UserError(f"class list {path} is empty: {_HINT}")
+    for name in classes:  # a hand-written list is held to the class folders' rules
+        problem = class_name_problem(name)
+        if problem:
+            raise UserError(f"class list {path}: {shown(name)!r} cannot be a class name: "
+                            f"{problem}")
     return classes
 
 

@@ -73,8 +73,7 @@ def add_evaluation(page: Report, result: EvalResult, classes: Sequence[str],
     plot_confusion(result.matrix, classes, out / "confusion_matrix.png")
     page.add_results(result.summary(), heading=heading)
     page.add_confusion(result.matrix, classes, image=out / "confusion_matrix.png")
-    report = result.report
-    page.add_per_class(classes, report.precision, report.recall, report.support)
+    page.add_per_class(classes, result.report)
     if analysis is not None:
         page.add_confused(analysis.confused, classes)
         page.add_gallery(analysis.worst, classes, images=analysis.images,

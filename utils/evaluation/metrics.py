@@ -71,21 +71,30 @@ class ConfusionMatrix:
 
 @dataclass
 class ClassReport:
-    """Per-class and mean precision/recall from a confusion matrix."""
+    """Per-class and mean precision/recall from a confusion matrix.
+
+    A class with no images in the evaluated set has no recall, and one that is neither in
+    the set nor ever predicted has no precision: their entries read 0 but they are left out
+    of the means, so a perfect model scores 1.0 on a test set lacking a class.
+    """
 
     precision: list[float]
     recall: list[float]
-    support: list[int]
+    support: list[int]  #: images of the class in the evaluated set
+    predicted: list[int]  #: images predicted as the class
 
     @property
     def mean_precision(self) -> float:
-        """Macro precision over all classes (a class never predicted counts as 0)."""
-        return sum(self.precision) / max(len(self.precision), 1)
+        """Macro precision over the classes present or predicted (one predicted but never
+        right counts as 0)."""
+        scored = [p for p, s, n in zip(self.precision, self.support, self.predicted) if s or n]
+        return sum(scored) / max(len(scored), 1)
 
     @property
     def mean_recall(self) -> float:
-        """Macro recall (mean per-class accuracy)."""
-        return sum(self.recall) / max(len(self.recall), 1)
+        """Macro recall (mean per-class accuracy) over the classes present."""
+        scored = [r for r, s in zip(self.recall, self.support) if s]
+        return sum(scored) / max(len(scored), 1)
 
 
 def class_report(matrix: torch.Tensor) -> ClassReport:
@@ -95,4 +104,5 @@ def class_report(matrix: torch.Tensor) -> ClassReport:
     predicted, actual = m.sum(0), m.sum(1)
     precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))
     recall = torch.where(actual > 0, tp / actual.clamp(min=1), torch.zeros_like(tp))
-    return ClassReport(precision.tolist(), recall.tolist(), actual.long().tolist())
+    return ClassReport(precision.tolist(), recall.tolist(), actual.long().tolist(),
+                       predicted.long().tolist())

@@ -12,7 +12,6 @@ the prediction, loss):
 """
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from PIL import Image
 from utils.data.image import ImageError, load_image
 from utils.evaluation.cam import as_rgb_array, overlay
 from utils.evaluation.plots import plot_top_losses
+from utils.fileio import CsvWriter
 
 #: Columns of ``errors.csv``; ``true`` and ``predicted`` are class names.
 ERRORS_COLUMNS = ("path", "true", "predicted", "confidence", "loss")
@@ -86,7 +86,7 @@ def write_errors_csv(predictions: Sequence[Prediction], classes: Sequence[str],
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
+        writer = CsvWriter(f)
         writer.writerow(ERRORS_COLUMNS)
         for e in errors:
             writer.writerow([e.path, classes[e.true], classes[e.predicted],

@@ -5,7 +5,6 @@ sections of ``report.html``.
 """
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 from typing import Sequence
@@ -17,6 +16,7 @@ from utils.evaluation.analysis import Analysis, add_evaluation, analyse
 from utils.evaluation.plots import plot_per_class
 from utils.evaluation.report import Report
 from utils.evaluation.scoring import EvalResult
+from utils.fileio import CsvWriter
 from utils.model.execution import Execution
 
 
@@ -43,7 +43,7 @@ def write_evaluation(page: Report, result: EvalResult, samples: Sequence[tuple[i
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "confusion_matrix.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
+        writer = CsvWriter(f)
         writer.writerow(["true \\ predicted", *classes])
         for name, row in zip(classes, result.matrix.tolist()):
             writer.writerow([name, *row])

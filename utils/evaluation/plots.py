@@ -10,9 +10,9 @@ a cap, cell counts are written only while they fit (:data:`MAX_ANNOTATED`), and 
 names are dropped from an axis once there are too many to print (:data:`MAX_LABELLED`).
 
 Class names and run names are user data in any script: every figure draws its text with the
-fonts :class:`utils.evaluation.fonts.Fonts` finds for it, and a class name that no installed font can
-draw is shown as its id (``#3``, explained on the figure) rather than as empty boxes, so no
-"Glyph ... missing" warning is ever raised.
+fonts :class:`utils.evaluation.fonts.Fonts` finds for it, and a class name that no installed
+font can draw is shown as its id (``#3``, explained on the figure) rather than as empty
+boxes, so no "Glyph ... missing" warning is ever raised.
 """
 from __future__ import annotations
 

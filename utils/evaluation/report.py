@@ -1,6 +1,6 @@
 """``report.html``: one page to read a training run or an evaluation, opened from disk.
 
-The page needs no server and no network: the style sheet is inline, there is no script, and
+The page needs no server and no network: the style sheet and any script are inline, and
 every image is either a file referenced by a relative path (the plots written beside the
 report) or embedded as a ``data:`` URI (thumbnails made here; every image with
 ``embed=True``, which gives a single file that can be mailed).  Class names, paths and
@@ -9,7 +9,7 @@ settings are user data and are always HTML-escaped.
 >>> page = Report("metrics_out/report.html", "Evaluation of logs/run/best.pth")
 >>> page.add_results(metrics)                       # eval.py's metrics.json dict
 >>> page.add_confusion(matrix, classes, image="metrics_out/confusion_matrix.png")
->>> page.add_per_class(classes, report.precision, report.recall, report.support)
+>>> page.add_per_class(classes, result.report)
 >>> page.add_confused(most_confused(matrix), classes)
 >>> page.add_gallery(errors, classes, heatmaps=maps)
 >>> page.write()
@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 
 from utils.evaluation.cam import as_rgb_array, overlay
-from utils.evaluation.metrics import METRICS, TOP_K
+from utils.evaluation.metrics import METRICS, TOP_K, ClassReport
 from utils.evaluation.mistakes import ConfusedPair, Prediction, thumbnail
 from utils.evaluation.plots import whole_percent
 
@@ -53,16 +53,17 @@ class Report:
         self.subtitle = subtitle
         self.embed = embed
         self._sections: list[tuple[str, str, str]] = []  # (anchor, heading, body html)
+        self._scripts: list[str] = []
 
     # ------------------------------------------------------------------ sections
     def add_settings(self, settings: Mapping[str, Any], heading: str = "Plan and settings",
                      plan: str | None = None) -> None:
         """Every setting as name and value (nested mappings flattened as ``a.b``), in as
         many columns as fit, preceded by ``plan`` (printed text, kept as it is) when given."""
-        items = "".join(f"<div><dt>{_e(key)}</dt><dd>{_e(_format_value(value))}</dd></div>"
+        items = "".join(f"<div><dt>{escape(key)}</dt><dd>{escape(_format_value(value))}</dd></div>"
                         for key, value in _flatten(settings))
-        body = f"<pre class='plan'>{_e(plan)}</pre>" if plan else ""
-        self._add(heading, body + f"<dl class='settings'>{items}</dl>")
+        body = f"<pre class='plan'>{escape(plan)}</pre>" if plan else ""
+        self.add_section(heading, body + f"<dl class='settings'>{items}</dl>")
 
     def add_results(self, metrics: Mapping[str, Any], heading: str = "Test results") -> None:
         """Headline figures as cards, from an evaluation's summary (``results.json``'s
@@ -73,19 +74,19 @@ class Report:
                   m.show) for m in METRICS]
         cards.append(("images", "images", lambda v: f"{v:,}"))
         body = "".join(
-            f"<div class='card'><div class='value'>{_e(fmt(metrics[key]))}</div>"
-            f"<div class='label'>{_e(label)}</div></div>"
+            f"<div class='card'><div class='value'>{escape(fmt(metrics[key]))}</div>"
+            f"<div class='label'>{escape(label)}</div></div>"
             for key, label, fmt in cards if metrics.get(key) is not None)
-        self._add(heading, f"<div class='cards'>{body}</div>")
+        self.add_section(heading, f"<div class='cards'>{body}</div>")
 
     def add_images(self, heading: str, images: Sequence, captions: Sequence[str] = ()) -> None:
         """Figures side by side: files (e.g. ``loss.png``) or in-memory images."""
         captions = list(captions) + [""] * (len(images) - len(captions))
         figures = "".join(
-            f"<figure>{self._img(image, caption or _name(image))}"
-            f"{f'<figcaption>{_e(caption)}</figcaption>' if caption else ''}</figure>"
+            f"<figure>{self.image_tag(image, caption or _name(image))}"
+            f"{f'<figcaption>{escape(caption)}</figcaption>' if caption else ''}</figure>"
             for image, caption in zip(images, captions))
-        self._add(heading, f"<div class='figures'>{figures}</div>")
+        self.add_section(heading, f"<div class='figures'>{figures}</div>")
 
     def add_confusion(self, matrix, classes: Sequence[str], image=None,
                       heading: str = "Confusion matrix") -> None:
@@ -95,14 +96,15 @@ class Report:
         total, correct = int(counts.sum()), int(np.trace(counts))
         note = (f"<p class='muted'>Rows: true class; columns: predicted class. Each cell: "
                 f"images, and their share of the true class. Accuracy "
-                f"{_e(_pct(correct / total) if total else 'n/a')} ({correct:,} of {total:,}).</p>")
+                f"{escape(percent(correct / total) if total else 'n/a')} "
+                f"({correct:,} of {total:,}).</p>")
         if len(classes) > MAX_TABLE_CLASSES:
-            body = self._img(image, "confusion matrix") if image is not None else (
+            body = self.image_tag(image, "confusion matrix") if image is not None else (
                 "<p>Too many classes for a table: see <code>confusion_matrix.csv</code>.</p>")
-            self._add(heading, note + body)
+            self.add_section(heading, note + body)
             return
         rows_total = counts.sum(axis=1)
-        head = "".join(f"<th class='col' title='{_e(name)}'><span>{_e(name)}</span></th>"
+        head = "".join(f"<th class='col' title='{escape(name)}'><span>{escape(name)}</span></th>"
                        for name in classes)
         body = []
         for t, name in enumerate(classes):
@@ -114,41 +116,46 @@ class Report:
                 if share > 0.55:
                     style += "color:#fff;"
                 kind = "diag" if t == p else "off" if n else "zero"
-                text = f"{n:,}<small>{_e(whole_percent(share))}</small>" if n else ""
+                text = f"{n:,}<small>{escape(whole_percent(share))}</small>" if n else ""
                 cells.append(f"<td class='{kind}' style='{style}'>{text}</td>")
-            body.append(f"<tr><th class='row' title='{_e(name)}'>{_e(name)}</th>{''.join(cells)}"
-                        f"<td class='num total'>{int(rows_total[t]):,}</td></tr>")
+            body.append(f"<tr><th class='row' title='{escape(name)}'>{escape(name)}</th>"
+                        f"{''.join(cells)}<td class='num total'>{int(rows_total[t]):,}</td></tr>")
         dense = " dense" if len(classes) > 16 else ""  # 30 columns still fit a laptop screen
         table = (f"<div class='scroll'><table class='cm{dense}'><thead><tr><th class='corner'>"
                  f"true \\ predicted</th>{head}<th class='col total'><span>images</span></th>"
                  f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
-        self._add(heading, note + table)
+        self.add_section(heading, note + table)
 
-    def add_per_class(self, classes: Sequence[str], precision: Sequence[float],
-                      recall: Sequence[float], support: Sequence[int],
+    def add_per_class(self, classes: Sequence[str], report: ClassReport,
                       heading: str = "Per class") -> None:
-        """Precision, recall and support of every class, recall drawn as a bar."""
-        rows = "".join(
-            f"<tr><td class='num muted'>{i}</td><th>{_e(name)}</th>"
-            f"<td class='num'>{_e(_pct(p))}</td><td class='num'>{_e(_pct(r))}</td>"
-            f"<td class='barcell'><div class='bar'><span style='width:{100 * r:.1f}%'></span>"
-            f"</div></td><td class='num'>{int(s):,}</td></tr>"
-            for i, (name, p, r, s) in enumerate(zip(classes, precision, recall, support)))
-        self._add(heading, "<div class='scroll'><table class='perclass'><thead><tr>"
+        """Precision, recall and support of every class, recall drawn as a bar; a figure
+        that does not exist (no image of the class, nothing predicted as it) reads "n/a"."""
+        rows = []
+        for i, name in enumerate(classes):
+            p, r = report.precision[i], report.recall[i]
+            s, n = report.support[i], report.predicted[i]
+            recall = percent(r) if s else "n/a"
+            precision = percent(p) if s or n else "n/a"
+            rows.append(
+                f"<tr><td class='num muted'>{i}</td><th>{escape(name)}</th>"
+                f"<td class='num'>{escape(precision)}</td><td class='num'>{escape(recall)}</td>"
+                f"<td class='barcell'><div class='bar'><span style='width:{100 * r:.1f}%'>"
+                f"</span></div></td><td class='num'>{int(s):,}</td></tr>")
+        self.add_section(heading, "<div class='scroll'><table class='perclass'><thead><tr>"
                   "<th>id</th><th>class</th><th>precision</th><th>recall</th><th></th>"
-                  f"<th>images</th></tr></thead><tbody>{rows}</tbody></table></div>")
+                  f"<th>images</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
 
     def add_confused(self, pairs: Sequence[ConfusedPair], classes: Sequence[str],
                      limit: int = 20, heading: str = "Most confused classes") -> None:
         """The most frequent (true -> predicted) mistakes."""
         if not pairs:
-            self._add(heading, "<p>No image was misclassified.</p>")
+            self.add_section(heading, "<p>No image was misclassified.</p>")
             return
         rows = "".join(
-            f"<tr><th>{_e(classes[c.true])}</th><td class='arrow'>&rarr;</td>"
-            f"<th>{_e(classes[c.predicted])}</th><td class='num'>{c.count:,}</td>"
-            f"<td class='num'>{_e(_pct(c.share))}</td></tr>" for c in pairs[:limit])
-        self._add(heading, "<table class='confused'><thead><tr><th>true class</th><th></th>"
+            f"<tr><th>{escape(classes[c.true])}</th><td class='arrow'>&rarr;</td>"
+            f"<th>{escape(classes[c.predicted])}</th><td class='num'>{c.count:,}</td>"
+            f"<td class='num'>{escape(percent(c.share))}</td></tr>" for c in pairs[:limit])
+        self.add_section(heading, "<table class='confused'><thead><tr><th>true class</th><th></th>"
                   "<th>predicted as</th><th>images</th><th>share of the true class</th></tr>"
                   f"</thead><tbody>{rows}</tbody></table>")
 
@@ -163,47 +170,48 @@ class Report:
         """
         errors = list(errors)[:limit]
         if not errors:
-            self._add(heading, "<p>No image was misclassified.</p>")
+            self.add_section(heading, "<p>No image was misclassified.</p>")
             return
         sources = [e.path for e in errors] if images is None else list(images)[:len(errors)]
         maps = list(heatmaps)[:len(errors)] if heatmaps is not None else [None] * len(errors)
         tiles = []
         for k, (e, source, heat) in enumerate(zip(errors, sources, maps)):
             picture = thumbnail(source, THUMB, enlarge=True)
-            pics = self._img(picture, f"image {k + 1}")
+            pics = self.image_tag(picture, f"image {k + 1}")
             if heat is not None:
-                pics += self._img(overlay(picture, heat), f"activation map {k + 1}")
+                pics += self.image_tag(overlay(picture, heat), f"activation map {k + 1}")
             link = self._href(e.path)
-            name = _e(os.path.basename(e.path))
+            name = escape(os.path.basename(e.path))
             file = f"<a href='{link}'>{name}</a>" if link else name
             tiles.append(
                 f"<div class='tile'><div class='pics'>{pics}</div><div class='cap'>"
-                f"<div><span class='muted'>true</span> <b>{_e(classes[e.true])}</b></div>"
+                f"<div><span class='muted'>true</span> <b>{escape(classes[e.true])}</b></div>"
                 f"<div><span class='muted'>predicted</span> <b class='bad'>"
-                f"{_e(classes[e.predicted])}</b> {_e(_pct(e.confidence, 1))}</div>"
+                f"{escape(classes[e.predicted])}</b> {escape(percent(e.confidence, 1))}</div>"
                 f"<div class='muted small'>loss {e.loss:.3f} &middot; {file}</div>"
                 "</div></div>")
         note = "<p class='muted'>Misclassified images, highest loss first."
         if any(heat is not None for heat in maps):
             note += " Right: where the evidence for the predicted class lies (Grad-CAM)."
         note += "</p>"
-        self._add(heading, note + f"<div class='gallery'>{''.join(tiles)}</div>")
+        self.add_section(heading, note + f"<div class='gallery'>{''.join(tiles)}</div>")
 
     # ------------------------------------------------------------------ output
     def write(self) -> Path:
         """Write the page (atomically: a temporary file, then a rename); return its path."""
         generated = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-        nav = "".join(f"<a href='#{anchor}'>{_e(heading)}</a>"
+        nav = "".join(f"<a href='#{anchor}'>{escape(heading)}</a>"
                       for anchor, heading, _ in self._sections)
-        sections = "".join(f"<section id='{anchor}'><h2>{_e(heading)}</h2>{body}</section>"
+        sections = "".join(f"<section id='{anchor}'><h2>{escape(heading)}</h2>{body}</section>"
                            for anchor, heading, body in self._sections)
-        subtitle = f"<p class='subtitle'>{_e(self.subtitle)}</p>" if self.subtitle else ""
+        subtitle = f"<p class='subtitle'>{escape(self.subtitle)}</p>" if self.subtitle else ""
+        scripts = "".join(f"<script>{code}</script>" for code in self._scripts)
         page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
                 f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
-                f"<title>{_e(self.title)}</title><style>{_CSS}</style></head><body><main>"
-                f"<header><h1>{_e(self.title)}</h1>{subtitle}"
+                f"<title>{escape(self.title)}</title><style>{_CSS}</style></head><body><main>"
+                f"<header><h1>{escape(self.title)}</h1>{subtitle}"
                 f"<p class='muted small'>Generated {generated}</p><nav>{nav}</nav></header>"
-                f"{sections}</main></body></html>\n")
+                f"{sections}</main>{scripts}</body></html>\n")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
@@ -214,18 +222,28 @@ class Report:
             raise
         return self.path
 
-    def _add(self, heading: str, body: str) -> None:
-        self._sections.append((f"s{len(self._sections) + 1}", heading, body))
+    def add_section(self, heading: str, body: str, *, at_top: bool = False) -> None:
+        """A section of ready HTML (escape user data with :func:`escape`); ``at_top`` puts
+        it before the sections added so far (what a reader must see first)."""
+        section = (f"s{len(self._sections) + 1}", heading, body)
+        if at_top:
+            self._sections.insert(0, section)
+        else:
+            self._sections.append(section)
 
-    def _img(self, image, alt: str) -> str:
+    def add_script(self, code: str) -> None:
+        """Inline JavaScript run by the page (no file, no network: it works from disk)."""
+        self._scripts.append(code)
+
+    def image_tag(self, image, alt: str) -> str:
         """An ``<img>`` of a file (relative link, or embedded) or of an in-memory image."""
         if isinstance(image, (str, os.PathLike)):
             src = self._href(image) if not self.embed else _file_data_uri(image)
             if src is None:
-                return f"<p class='missing'>missing image: {_e(os.fspath(image))}</p>"
+                return f"<p class='missing'>missing image: {escape(os.fspath(image))}</p>"
         else:
             src = _data_uri(as_rgb_array(image))
-        return f"<img src='{src}' alt='{_e(alt)}' loading='lazy'>"
+        return f"<img src='{src}' alt='{escape(alt)}' loading='lazy'>"
 
     def _href(self, target: str | os.PathLike) -> str | None:
         """URL of an existing file relative to the page, or ``None`` if it is not there."""
@@ -236,14 +254,14 @@ class Report:
             relative = os.path.relpath(target.resolve(), self.path.parent.resolve())
         except ValueError:  # another drive (Windows): no relative path exists
             return _file_data_uri(target)
-        return _e(quote(Path(relative).as_posix()))
+        return escape(quote(Path(relative).as_posix()))
 
 
-def _e(value: Any) -> str:
+def escape(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _pct(fraction: float, digits: int = 2) -> str:
+def percent(fraction: float, digits: int = 2) -> str:
     return f"{100 * fraction:.{digits}f}%"
 
 

@@ -90,7 +90,8 @@ class RunOptions:
 
 
 class Runtime(Protocol):
-    """What computes a model's logits (:mod:`utils.inference.torch_runtime`, :mod:`utils.inference.onnx_runtime`)."""
+    """What computes a model's logits (:mod:`utils.inference.torch_runtime`,
+    :mod:`utils.inference.onnx_runtime`)."""
 
     name: str
     device: str

@@ -14,12 +14,8 @@ from utils.cli import UserError, default_workers
 from utils.inference.classifier import RUNTIMES, TTA_MODES, Classifier, ModelSource, RunOptions
 from utils.layout import ANNOTATION_FILES, DEFAULT_CLASSES, LOGS, METRICS_OUT
 from utils.model.precision import AMP_MODES
-from utils.settings import at_least, between, setting
+from utils.settings import MAX_BATCH, MAX_WORKERS, at_least, between, setting
 
-#: The most images one forward pass may take: beyond it a pass outgrows any machine.
-MAX_BATCH = 65536
-#: Processes decoding images: more than a machine has CPUs only adds switching.
-MAX_WORKERS = 256
 MODEL = "model"  #: the ``--help`` section of the shared flags
 
 
@@ -76,7 +72,7 @@ class PredictConfig(ModelChoice):
 
     paths: tuple[str, ...] = setting((), "images or folders (none: read paths at a prompt)",
                                      positional=True, metavar="IMAGE|DIR")
-    topk: int = setting(5, "classes shown per image", valid=at_least(1))
+    topk: int = setting(5, "classes shown per image", valid=between(1, 1000))
     json: bool = setting(False, "print a JSON list of {path, predictions: [{class, "
                          "probability}]}", switch=True)
     csv: str | None = setting(None, "also write the predictions as CSV (path, class_1, "

@@ -7,6 +7,7 @@ writes for its test set (:func:`utils.evaluation.outputs.write_evaluation`).
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from utils.evaluation.metrics import METRICS
 from utils.evaluation.outputs import summary, write_evaluation
 from utils.evaluation.report import Report
 from utils.evaluation.scoring import evaluate_logits
-from utils.fileio import output_target, write_json
+from utils.fileio import output_target, write_json, writing
 from utils.inference.classifier import Classifier
 from utils.inference.config import EvalConfig
 from utils.inference.onnx_runtime import is_onnx_path
@@ -37,6 +38,9 @@ def evaluate_model(cfg: EvalConfig) -> dict:
     """Score the model ``cfg`` names on its images, write the reports into ``cfg.out`` and
     print the figures; returns ``metrics.json``'s content."""
     output_target(cfg.out, folder=True, protect=[cfg.model, cfg.annotation, cfg.folder])
+    if is_run_folder(cfg.out):
+        raise UserError(f"--out {cfg.out} is a training run's folder: its report.html and "
+                        "figures would be replaced; choose another --out")
     source = cfg.folder or cfg.annotation
     if cfg.folder:
         listed, names = folder_samples(cfg.folder)
@@ -74,23 +78,32 @@ def evaluate_model(cfg: EvalConfig) -> dict:
                "tta": classifier.tta, "seconds": seconds,
                "images_per_second": result.count / seconds, "one_by_one": cfg.one_by_one}
     out = Path(cfg.out)
+    with writing(f"the reports in {out}/"):
+        analysis = _write_reports(out, cfg, classifier, result, samples, metrics)
+
+    _print_summary(classifier, result, analysis, source, out, seconds,
+                   prepared - start, cfg.one_by_one)
+    return metrics
+
+
+def _write_reports(out: Path, cfg: EvalConfig, classifier: Classifier, result, samples,
+                   metrics: dict):
+    """``metrics.json``, the evaluation's files and ``report.html`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
+    source = metrics["annotation"]
     page = Report(out / "report.html", f"Evaluation of {classifier.info.get('path', 'model')}",
                   f"{source}, {result.count} images")
     page.add_settings({"model": metrics["model"], "runtime": metrics["runtime"],
                        "annotation": source, "tta": metrics["tta"],
-                       "seconds": round(seconds, 2),
+                       "seconds": round(metrics["seconds"], 2),
                        "images per second": round(metrics["images_per_second"])},
                       heading="Model and settings", plan=classifier.describe())
     analysis = write_evaluation(page, result, samples, classifier.classes,
                                 classifier.spec.geometry, out, heading="Results",
                                 **_explainer(cfg, classifier))
     page.write()
-
-    _print_summary(classifier, result, analysis, source, out, seconds,
-                   prepared - start, cfg.one_by_one)
-    return metrics
+    return analysis
 
 
 def _print_summary(classifier: Classifier, result, analysis, source: str, out: Path,
@@ -113,6 +126,13 @@ def _print_summary(classifier: Classifier, result, analysis, source: str, out: P
              f"{classifier.classes[confused[0].predicted]} ({confused[0].count})"
              if confused else ""))
     print(f"reports in      {out}/ (open {out / 'report.html'})")
+
+
+def is_run_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a training run (its settings beside checkpoints or results)."""
+    folder = Path(folder)
+    return (folder / "config.json").is_file() and (
+        any(folder.glob("*.pth")) or (folder / "results.json").is_file())
 
 
 def folder_samples(folder: str) -> tuple[list[tuple[int, str]], list[str]]:

@@ -1,11 +1,11 @@
 """Checkpoints exported once for ONNX Runtime, kept in ``.cache/onnx/`` while they are unchanged.
 
-``--runtime onnxruntime`` (and ``auto`` on a CPU, see :func:`utils.inference.classifier.choose_runtime`)
-runs a ``.pth`` through ONNX Runtime: the export (tens of seconds on a small CPU) is paid
-the first time and the file reused afterwards.  An entry is named after the checkpoint's
-path and keyed by its size, modification and change times and the description it was
-exported with, so rewriting, replacing or touching the checkpoint makes a new export, and
-the outdated one is deleted.
+``--runtime onnxruntime`` (and ``auto`` on a CPU, see
+:func:`utils.inference.classifier.choose_runtime`) runs a ``.pth`` through ONNX Runtime: the
+export (tens of seconds on a small CPU) is paid the first time and the file reused
+afterwards. An entry is named after the checkpoint's path and keyed by its size,
+modification and change times and the description it was exported with, so rewriting,
+replacing or touching the checkpoint makes a new export, and the outdated one is deleted.
 """
 from __future__ import annotations
 

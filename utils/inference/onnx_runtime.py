@@ -3,8 +3,9 @@
 A model exported by ``predict.py --export-onnx`` carries its whole
 :class:`~utils.model.spec.ModelSpec` in its metadata (:data:`SPEC_KEY`, written by
 :mod:`utils.inference.onnx_export`), so it is fed exactly like its checkpoint: the same
-:func:`utils.data.preprocess.eval_array` pixels, normalised by :func:`utils.data.preprocess.normalize_array`
-(bit-for-bit the torch normalisation), with the same class names.
+:func:`utils.data.preprocess.eval_array` pixels, normalised by
+:func:`utils.data.preprocess.normalize_array` (bit-for-bit the torch normalisation), with
+the same class names.
 
 Nothing here imports torch: a one-image prediction from an ``.onnx`` file starts in a
 fraction of a second instead of the two seconds ``import torch`` takes.  The description is

@@ -12,15 +12,28 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from utils.cli import warn
 from utils.data.image import is_image_file, load_or_warn
-from utils.inference.bulk import CsvPredictions, sort_into, write_new
+from utils.fileio import within
+from utils.inference.bulk import UNCERTAIN, CsvPredictions, bucket, sort_into, write_new
 from utils.inference.classifier import Classifier
 from utils.inference.config import PredictConfig
+
+
+def output_conflict(source: str, args: PredictConfig) -> str | None:
+    """Why images under ``source`` must not be classified with these outputs, or None: an
+    output folder inside it (its outputs would be read back as inputs) or it inside one
+    (the outputs would be written into the folder being read)."""
+    for flag, folder in (("--sort-into", args.sort_into), ("--cam", args.cam)):
+        if folder and os.path.isdir(source) and (within(folder, source)
+                                                 or within(source, folder)):
+            return (f"{flag} {folder} and {source} overlap: the outputs would be read as "
+                    "inputs; choose an output folder outside it")
+    return None
 
 
 def image_paths(source: str) -> Iterator[str]:
@@ -143,9 +156,10 @@ class Outputs:
     """Where each :class:`Answer` goes: printed (a table, or JSON at the end), and the
     ``--csv`` file, ``--sort-into`` and ``--cam`` folders when asked for."""
 
-    def __init__(self, args: PredictConfig, num_classes: int):
+    def __init__(self, args: PredictConfig, classes: Sequence[str]):
         self.args = args
-        self.csv = CsvPredictions(args.csv, min(args.topk, num_classes)) if args.csv else None
+        self.csv = CsvPredictions(args.csv, min(args.topk, len(classes))) if args.csv else None
+        self.uncertain = bucket(UNCERTAIN, classes)
         self.json: list[dict] = []
         self.sorted: dict[str, int] = {}
         self.done = 0
@@ -162,7 +176,7 @@ class Outputs:
             self.csv.add(answer.path, answer.top)
         if args.sort_into:
             folder = sort_into(args.sort_into, answer.path, answer.top,
-                               args.min_confidence).parent.name
+                               args.min_confidence, self.uncertain).parent.name
             self.sorted[folder] = self.sorted.get(folder, 0) + 1
         if args.cam:
             save_cam(args.cam, answer)

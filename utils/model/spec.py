@@ -67,6 +67,12 @@ class ModelSpec:
     width_mult: float = arch(1.0, "channel width multiplier α (MobileNets)")
     in_channels: int = arch(3, "image channels the first convolution takes")
 
+    def __post_init__(self):
+        # The one place class names are checked, whatever built the description (a
+        # checkpoint, an .onnx model's metadata, a class list file): every writer downstream
+        # (--sort-into folders, CSV rows, reports) may then use them as they are.
+        _class_names(self.classes, "model description")
+
     @classmethod
     def create(cls, backbone: str, classes: Sequence[str], input_shape: Sequence[int],
                **arch_args) -> "ModelSpec":

@@ -12,7 +12,8 @@ from utils.cli import default_workers
 from utils.data import augment
 from utils.layout import ANNOTATION_FILES, CACHE_DIR, DEFAULT_CLASSES, LOGS
 from utils.model.precision import AMP_MODES
-from utils.settings import above, at_least, between, setting
+from utils.settings import (MAX_BATCH, MAX_EPOCHS, MAX_WORKERS, above, at_least, between,
+                            setting)
 from utils.train.optim import OPTIMIZERS, SCHEDULES
 
 AUTO = "chosen from the data and the device, see the plan"
@@ -47,33 +48,39 @@ class TrainConfig:
     model_path: str = setting("", "start from this checkpoint or state_dict (matching tensors)")
     # --- schedule: an optional frozen-backbone phase, then full training
     freeze_epochs: int = setting(0, "epochs training the head only, backbone frozen",
-                                 valid=at_least(0), auto=AUTO)
+                                 valid=between(0, MAX_EPOCHS), auto=AUTO)
     freeze_batch_size: int = setting(512, "batch size during the freeze phase",
-                                     valid=at_least(2, BATCHNORM), auto="the batch size")
-    epochs: int = setting(150, "total epochs, freeze phase included", valid=at_least(1),
+                                     valid=at_least(2, BATCHNORM, MAX_BATCH),
+                                     auto="the batch size")
+    epochs: int = setting(150, "total epochs, freeze phase included",
+                          valid=between(1, MAX_EPOCHS),
                           auto=AUTO)
-    batch_size: int = setting(512, "batch size per process", valid=at_least(2, BATCHNORM),
+    batch_size: int = setting(512, "batch size per process",
+                              valid=at_least(2, BATCHNORM, MAX_BATCH),
                               auto=AUTO)
     eval_batch_size: int = setting(1024, "batch size for the per-epoch evaluation",
-                                   valid=at_least(1))
+                                   valid=between(1, MAX_BATCH))
     patience: int | None = setting(None, "stop when validation top-1 has not improved for "
-                                   "this many epochs (unset: never)", valid=at_least(1))
+                                   "this many epochs (unset: never)",
+                                   valid=between(1, MAX_EPOCHS))
     time_budget: float | None = setting(None, "minutes the run may take: the epochs are fitted "
                                         "to it from a measured step, and training stops "
                                         "before it would overrun (unset: no limit)",
-                                        valid=above(0))
+                                        valid=above(0, 60 * 24 * 366))
     # --- optimisation
     optimizer: str = setting("sgd", "sgd is Nesterov momentum", OPTIMIZERS, auto=AUTO)
     lr: float = setting(0.2, "learning rate for a global batch of 256 (scaled linearly for "
                         "sgd, by the square root for adam/adamw)",
-                        valid=above(0), auto=AUTO)
+                        valid=above(0, 100), auto=AUTO)
     momentum: float = setting(0.9, "SGD momentum", valid=between(0, 1))
     weight_decay: float = setting(5e-4, "weight decay (not applied to BatchNorm and biases)",
-                                  valid=at_least(0))
+                                  valid=between(0, 10))
     schedule: str = setting("cosine", "learning-rate decay after warm-up", SCHEDULES)
-    warmup_epochs: float = setting(2.0, "linear warm-up length in epochs", valid=at_least(0),
+    warmup_epochs: float = setting(2.0, "linear warm-up length in epochs",
+                                   valid=between(0, MAX_EPOCHS),
                                    auto="2 epochs, at most a tenth of the run")
-    step_epochs: int = setting(30, "step schedule: epochs between decays", valid=at_least(1))
+    step_epochs: int = setting(30, "step schedule: epochs between decays",
+                              valid=between(1, MAX_EPOCHS))
     step_gamma: float = setting(0.1, "step schedule: decay factor", valid=between(0, 1))
     label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy loss",
                                      valid=between(0, 1))
@@ -91,7 +98,7 @@ class TrainConfig:
     cache: bool = setting(True, "decode images once into a uint8 cache in .cache/")
     cache_dir: str = setting(CACHE_DIR, "where the decode cache lives")
     workers: int = setting(default_workers(4), "data-loading processes (CPUs, at most 4)",
-                           valid=at_least(0))
+                           valid=between(0, MAX_WORKERS))
     sync_bn: bool = setting(False, "SyncBatchNorm across GPUs under torchrun")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
     seed: int = setting(0, "random seed (runs are reproducible on CPU)",
@@ -100,5 +107,5 @@ class TrainConfig:
     save_dir: str = setting(LOGS, "folder holding one sub-folder per run")
     run_name: str = setting("", "name of the run folder (empty: backbone and time)")
     save_period: int = setting(10, "also keep epoch_NNN.pth every this many epochs (0: never)",
-                               valid=at_least(0))
+                               valid=between(0, MAX_EPOCHS))
     resume: str = setting("", "continue the run of this last.pth")

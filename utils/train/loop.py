@@ -34,7 +34,7 @@ from utils.evaluation.metrics import METRICS
 from utils.evaluation.outputs import summary, write_evaluation
 from utils.evaluation.report import Report
 from utils.evaluation.scoring import EvalResult, evaluate
-from utils.fileio import write_json
+from utils.fileio import write_json, writing
 from utils.model.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from utils.model.execution import Execution
 from utils.model.spec import ModelSpec
@@ -256,7 +256,10 @@ class Trainer:
         if not self.dist.is_main:
             return results
         write_json(self.run_dir / "results.json", results)
-        self._write_report(selected, test)
+        with writing(f"the report in {self.run_dir}",
+                     then=f"the checkpoints and results.json are complete (python eval.py "
+                          f"--model {self.run_dir / 'best.pth'} writes the report elsewhere)"):
+            self._write_report(selected, test)
         print(f"done in {seconds:.1f}s: best.pth is epoch {state.best_epoch}, {selected}")
         if test is None:
             print(f"no test set ({cfg.test_annotation} is empty): nothing to report beyond "

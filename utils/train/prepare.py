@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from utils.settings import from_dict, to_dict
 from utils.train import recipe
 from utils.train.config import TrainConfig
 from utils.train.loop import Trainer, TrainingRun
-from utils.train.state import TrainState
+from utils.train.state import RUN_ID_FILE, TrainState, train_fingerprint
 from utils.train.steps import measure_speed, plan_phases
 
 #: Where and how fast a run executes, not what it computes: a resume may change these.
@@ -75,6 +76,7 @@ def resolve_run(cfg, explicit=frozenset()) -> Run:
                         f"{cfg.save_dir}/, and {run_dir} is not a run folder; start a new "
                         "run from it with --model-path")
     saved = from_dict(type(cfg), ckpt["config"], source=cfg.resume)
+    _check_own_folder(ckpt, saved, run_dir, cfg.resume)
     changed = [f"--{n.replace('_', '-')} {getattr(cfg, n)} (the run has {getattr(saved, n)})"
                for n in sorted(explicit) if n not in RUNTIME_SETTINGS
                and getattr(cfg, n) != getattr(saved, n)]
@@ -133,8 +135,12 @@ def start_training(run: Run) -> Trainer:
                                source=cfg.val_annotation, loading=loading) if val else None
     weights = (class_weights(train, spec.num_classes).to(device)
                if cfg.class_weights == "auto" else None)
-    state = TrainState() if run.resume is None else \
-        TrainState.from_checkpoint(run.resume, cfg.resume)
+    fingerprint = train_fingerprint(train, cfg.train_annotation)
+    if run.resume is None:
+        state = TrainState(run_id=uuid.uuid4().hex, train_fingerprint=fingerprint)
+    else:
+        state = TrainState.from_checkpoint(run.resume, cfg.resume)
+        _check_same_data(state, fingerprint, cfg)
 
     plan_text, run_dir = None, run.run_dir
     if dist.is_main:  # folders are made only once the run is known to start
@@ -144,10 +150,44 @@ def start_training(run: Run) -> Trainer:
         else:
             print(f"resuming {cfg.resume}: {state.epoch} of {cfg.epochs} epochs done, best "
                   f"so far epoch {state.best_epoch}", flush=True)
-        run_dir = _open_run_dir(run)
+        run_dir = _open_run_dir(run, state.run_id)
         print(f"run folder: {run_dir}")
     return Trainer(TrainingRun(cfg, spec, model, execution, loading, train, val_batches, test,
                                state, run_dir, dist, weights, plan_text))
+
+
+def _check_own_folder(ckpt: dict, saved: TrainConfig, run_dir: Path, source: str) -> None:
+    """A checkpoint resumes only the run it belongs to: copied into another run's folder,
+    it would overwrite that run's checkpoints, logs and report.
+
+    The run's identity is in its checkpoints and its folder (:data:`RUN_ID_FILE`); runs
+    older than that are recognised by their settings (``config.json``).
+    """
+    held = run_dir / RUN_ID_FILE
+    folder_id = held.read_text().strip() if held.is_file() else None
+    if folder_id is not None:
+        same = folder_id == ckpt.get("run_id")
+    else:  # a run from before run ids, or a folder holding no run yet
+        try:
+            on_disk = from_dict(TrainConfig, json.loads((run_dir / "config.json").read_text()))
+        except (OSError, ValueError, UserError):
+            on_disk = None
+        same = on_disk is None or all(getattr(on_disk, f) == getattr(saved, f)
+                                      for f in to_dict(saved) if f not in RUNTIME_SETTINGS)
+    if not same:
+        raise UserError(f"{source} belongs to another run than the one in {run_dir}: "
+                        "resuming would overwrite that run's files; resume it from its own "
+                        "folder, or start a new run from it with --model-path")
+
+
+def _check_same_data(state: TrainState, fingerprint: str, cfg: TrainConfig) -> None:
+    """A resumed run sees the training list it started with (the schedule, the epochs'
+    batches and the figures all depend on it); older checkpoints carry no fingerprint."""
+    if state.train_fingerprint is not None and state.train_fingerprint != fingerprint:
+        then, now = (f.split(":")[0] for f in (state.train_fingerprint, fingerprint))
+        raise UserError(f"cannot resume {cfg.resume}: the training list "
+                        f"{cfg.train_annotation} changed since the run started ({then} images "
+                        f"then, {now} now); start a new run from it with --model-path")
 
 
 def _check_batches(cfg, train, dist) -> None:
@@ -232,7 +272,7 @@ def _check_free(run_dir: Path) -> None:
     raise UserError(f"{run_dir} already holds a run: pick another --run-name, or {way_out}")
 
 
-def _open_run_dir(run: Run) -> Path:
+def _open_run_dir(run: Run, run_id: str | None) -> Path:
     """Claim a fresh run's folder, or reopen a resumed one; write the run's config.json.
 
     A time-stamped default name taken by a run started in the same second becomes
@@ -243,12 +283,15 @@ def _open_run_dir(run: Run) -> Path:
         for stale in run.run_dir.glob(".*.tmp"):  # writes torn by a killed run of ours
             stale.unlink()
         write_atomic(run.run_dir / "config.json", config)
+        if run_id is not None and not (run.run_dir / RUN_ID_FILE).exists():
+            write_atomic(run.run_dir / RUN_ID_FILE, f"{run_id}\n")  # its new home
         return run.run_dir
     name = run.run_dir.name
     candidates = [run.run_dir] if run.named else [
         run.run_dir, *(run.run_dir.with_name(f"{name}-{i}") for i in range(2, 100))]
     for run_dir in candidates:
         if _claim(run_dir, config):
+            write_atomic(run_dir / RUN_ID_FILE, f"{run_id}\n")
             return run_dir
     _check_free(run.run_dir)  # says what is in it
     raise UserError(f"{run.run_dir} was just claimed by another run: pick another --run-name")

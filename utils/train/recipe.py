@@ -1,9 +1,9 @@
 """Settings chosen from the data and the device: what a practitioner would pick.
 
-Every setting a user gives (flag or ``--config``) is kept as given.  The others that are
-marked ``auto`` in :class:`utils.train.config.TrainConfig` are chosen here from a :class:`Survey` of the
-training data and from the device, and each choice comes with the reason the run's plan
-prints.  The recipes:
+Every setting a user gives (flag or ``--config``) is kept as given. The others that are
+marked ``auto`` in :class:`utils.train.config.TrainConfig` are chosen here from a
+:class:`Survey` of the training data and from the device, and each choice comes with the
+reason the run's plan prints. The recipes:
 
 * small images (CIFAR-style, under 96 px) on a GPU: the CIFAR-10 recipe, unchanged, at the
   images' own size (batch sizes bounded by the training set);

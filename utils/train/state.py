@@ -6,8 +6,10 @@ draws the same crops, flips and batch orders it would have drawn.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from utils.cli import UserError
 
@@ -22,6 +24,10 @@ class TrainState:
         best_top1: the best validation top-1 so far (-1 before the first epoch).
         best_epoch: the epoch that scored it (what ``best.pth`` holds).
         optimizer, scheduler, scaler: their ``state_dict()`` s at that point.
+        run_id: the run's identity, also kept in its folder (:data:`RUN_ID_FILE`): a
+            checkpoint copied into another run's folder cannot resume (and overwrite) it.
+        train_fingerprint: what the training list was (:func:`train_fingerprint`): a run
+            resumes only on the data it started with.
     """
 
     epoch: int = 0
@@ -31,6 +37,8 @@ class TrainState:
     optimizer: dict | None = None
     scheduler: dict | None = None
     scaler: dict | None = None
+    run_id: str | None = None
+    train_fingerprint: str | None = None
 
     def improves(self, top1: float) -> bool:
         """True when ``top1`` beats the best so far (the first epoch always does)."""
@@ -55,9 +63,24 @@ class TrainState:
         for key in ("optimizer", "scheduler", "scaler"):
             if ckpt.get(key) is not None and not isinstance(ckpt[key], dict):
                 raise UserError(f"{source}: cannot resume: {key} state is not a dict")
-        phase = ckpt.get("phase", "")
-        if not isinstance(phase, str):
-            raise UserError(f"{source}: cannot resume: phase is {phase!r}")
-        return cls(int(ckpt["epoch"]), phase, float(ckpt["best_top1"]),
+        for key in ("phase", "run_id", "train_fingerprint"):
+            if ckpt.get(key) is not None and not isinstance(ckpt[key], str):
+                raise UserError(f"{source}: cannot resume: {key} is {ckpt[key]!r}")
+        return cls(int(ckpt["epoch"]), ckpt.get("phase", ""), float(ckpt["best_top1"]),
                    int(ckpt.get("best_epoch", 0)), ckpt["optimizer"], ckpt["scheduler"],
-                   ckpt.get("scaler"))
+                   ckpt.get("scaler"), ckpt.get("run_id"), ckpt.get("train_fingerprint"))
+
+
+#: The file in a run folder holding the run's identity (written when the folder is claimed).
+RUN_ID_FILE = ".run_id"
+
+
+def train_fingerprint(samples: Sequence[tuple[int, str]], annotation: str | os.PathLike) -> str:
+    """A hash of a training list: its labels and paths (relative to the list's folder, so a
+    moved project keeps it) and the number of images, e.g. ``5000:3f2a9c1b7d4e``."""
+    base = os.path.dirname(os.path.abspath(annotation))
+    digest = hashlib.sha1()
+    for label, path in samples:
+        relative = os.path.relpath(os.path.abspath(path), base)
+        digest.update(f"{label};{relative}\n".encode("utf-8", "surrogateescape"))
+    return f"{len(samples)}:{digest.hexdigest()[:12]}"
