@@ -36,7 +36,8 @@ def make_dataset(root: Path, classes=("cat", "dog"), train=6, test=3, size=(16, 
         for c, name in enumerate(classes):
             for i in range(count):
                 make_image(root / "datasets" / split / name / f"{i:03d}.{ext}",
-                           COLOURS[c % len(COLOURS)], size, seed=zlib.crc32(f"{split}{c}/{i}".encode()))
+                           COLOURS[c % len(COLOURS)], size,
+                           seed=zlib.crc32(f"{split}{c}/{i}".encode()))
     return root / "datasets"
 
 
