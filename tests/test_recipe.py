@@ -99,7 +99,7 @@ def test_the_plan_says_what_was_chosen_and_why(photos, tmp_path):
     assert "  batch_size         8            auto: sized to the 44 training " \
            "images" in out
     assert "schedule  1 epoch(s) of 6 steps (batch 8)" in out
-    assert "more for this run's 1 epoch(s), from its first steps" in out
+    assert "more for this run's 1 epoch(s), measured on a whole epoch" in out
     assert "report: logs/plan/report.html (open it in a browser" in out
     # Offline, the ImageNet weights the recipe wanted are missing: one warning, then scratch.
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]

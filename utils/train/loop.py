@@ -40,6 +40,7 @@ from utils.model.execution import Execution
 from utils.model.spec import ModelSpec
 from utils.settings import to_dict
 from utils.train.clock import RunClock, duration
+from utils.train.confidence import RunConfidence
 from utils.train.config import TrainConfig
 from utils.train.optim import make_optimizer, make_scheduler, scaled_lr
 from utils.train.run_log import RunLog
@@ -81,6 +82,7 @@ class TrainingRun:
         dist: this process's place in a ``torchrun`` job.
         class_weights: per-class loss weights (``--class-weights auto``), or ``None``.
         plan: the run's plan as printed, for its report.
+        weights_note: why the run starts from scratch when ImageNet weights were wanted.
     """
 
     cfg: TrainConfig
@@ -96,6 +98,7 @@ class TrainingRun:
     dist: Dist = Dist()
     class_weights: torch.Tensor | None = None
     plan: str | None = None
+    weights_note: str | None = None
 
 
 class Trainer:
@@ -114,7 +117,9 @@ class Trainer:
         self.augment = BatchAugment(self.spec.input_shape, self.spec.small_input,
                                     self.cfg.augment, self.cfg.cutout)
         self.first_epoch = self.state.epoch
-        self.clock = RunClock(self.cfg.epochs - self.state.epoch)
+        self.clock = RunClock(self.cfg.epochs - self.state.epoch,
+                              steady_from=max(0, self.phases[-1].start - self.state.epoch))
+        self.confidence = RunConfidence(run)
 
     # ---------------------------------------------------------------- loop
     def fit(self) -> dict | None:
@@ -140,8 +145,9 @@ class Trainer:
                 seconds = time.perf_counter() - t0
                 val = None if self.val_batches is None else evaluate(
                     self.model, self.val_batches, self.execution, self.spec.num_classes,
-                    reduce=self.dist.all_reduce)
+                    reduce=self.dist.all_reduce, keep=self.confidence.keep)
                 self._end_epoch(epoch + 1, phase, val)
+                self.confidence.epoch_done(epoch + 1, val)
                 record = {"epoch": epoch + 1, "phase": phase.name,
                           "lr": current.optimizer.param_groups[0]["lr"], **train,
                           **self._val_columns(val), "seconds": seconds}
@@ -221,19 +227,18 @@ class Trainer:
         line = (f"epoch {record['epoch']}/{self.cfg.epochs}: train loss "
                 f"{record['train_loss']:.4f} top-1 {record['train_top1']:.4f} | ")
         if val is not None:
-            figures = ", ".join(f"{m.title(val.k)} {getattr(val, m.key):.4f}" for m in METRICS)
+            figures = ", ".join(f"{m.title(val.k)} {val.describe(m, short=True)}" for m in METRICS)
             line += (f"val {figures}"
                      f"{' (best)' if self.state.best_epoch == record['epoch'] else ''} | ")
         return line + f"{record['img_per_s']:.0f} img/s, {record['seconds']:.1f}s"
 
     def _final_test(self, log: RunLog | None, seconds: float,
                     stopped: dict | None) -> dict | None:
-        """Score ``best.pth``'s weights on the test set once; write ``results.json`` and the
-        run's ``report.html``."""
+        """Calibrate ``best.pth``'s weights on validation (:class:`RunConfidence`), score
+        them on the test set once; write ``results.json`` and the run's ``report.html``."""
         state, cfg = self.state, self.cfg
-        selected = (f"best validation top-1 {state.best_top1:.4f} on {cfg.val_annotation}"
-                    if self.val_batches is not None else
-                    "the last epoch (no validation set to choose another)")
+        rows = log.rows if log is not None else []
+        selected = self.confidence.selection(state.best_epoch, state.epoch, rows)
         results = {"run": str(self.run_dir), "epochs": state.epoch, "seconds": seconds,
                    "checkpoint": "best.pth", "best_epoch": state.best_epoch,
                    "selected_by": selected, "stopped_early": stopped, "test": None}
@@ -242,40 +247,36 @@ class Trainer:
             warn(f"{self.run_dir / 'best.pth'} is missing: the test set is scored with the last "
                  "epoch's weights instead")
             results["checkpoint"] = "last.pth"
+        else:
+            self.model.load_state_dict(best)
+        self.confidence.calibrate(self.model, write=self.dist.is_main)
         test = None
         if self.test_samples:
-            if best is not None:
-                self.model.load_state_dict(best)
             batches = make_batches(self.test_samples, self.spec.geometry, cfg.eval_batch_size,
                                    train=False, source=cfg.test_annotation, loading=self.loading)
-            # Per image only in one process: a shard's errors would be a partial story.
-            test = evaluate(self.model, batches, self.execution, self.spec.num_classes,
-                            reduce=self.dist.all_reduce, keep=not self.dist.enabled)
+            test = self.confidence.evaluate(self.model, batches)
             results["test"] = {"annotation": cfg.test_annotation,
-                               **summary(test, self.spec.classes)}
+                               **summary(test, self.spec.classes, self.confidence.temperature)}
         if not self.dist.is_main:
             return results
+        results.update(self.confidence.results(test, rows))
         write_json(self.run_dir / "results.json", results)
         with writing(f"the report in {self.run_dir}",
                      then=f"the checkpoints and results.json are complete (python eval.py "
                           f"--model {self.run_dir / 'best.pth'} writes the report elsewhere)"):
-            self._write_report(selected, test)
+            self._write_report(selected, test, rows)
         print(f"done in {seconds:.1f}s: best.pth is epoch {state.best_epoch}, {selected}")
-        if test is None:
-            print(f"no test set ({cfg.test_annotation} is empty): nothing to report beyond "
-                  "validation; put images in datasets/test/<class>/ for an honest figure")
-        else:
+        if test is not None:
             log.log_test(results["test"], state.best_epoch)
-            figures = ", ".join(f"{m.title(test.k)} {getattr(test, m.key):.4f}"
-                                for m in METRICS)
-            print(f"test ({test.count} images in {cfg.test_annotation}, scored once with "
-                  f"best.pth): {figures}; {self.run_dir / 'results.json'}")
+        for line in self.confidence.lines(test, rows):
+            print(line)
         print(f"report: {self.run_dir / 'report.html'} (open it in a browser: curves, "
               "confusion matrix, the worst errors and where the model looked)")
         return results
 
-    def _write_report(self, selected: str, test: EvalResult | None) -> None:
-        """``report.html``: the plan and settings, the curves, the test figures and errors."""
+    def _write_report(self, selected: str, test: EvalResult | None, rows: list) -> None:
+        """``report.html``: what next and the held-out figures first, then the plan and
+        settings, the curves, the test figures and errors."""
         page = Report(self.run_dir / "report.html", f"Training run {self.run_dir.name}",
                       f"best.pth: epoch {self.state.best_epoch}, {selected}")
         page.add_settings(to_dict(self.cfg), plan=self.plan)
@@ -283,8 +284,9 @@ class Trainer:
         if test is not None:
             write_evaluation(page, test, self.test_samples, self.spec.classes,
                              self.spec.geometry, self.run_dir, model=self.model,
-                             execution=self.execution,
+                             execution=self.execution, temperature=self.confidence.temperature,
                              heading=f"Test results ({self.cfg.test_annotation}, best.pth)")
+        self.confidence.add_to_report(page, test, rows)
         page.write()
 
     def _best_weights(self) -> dict[str, torch.Tensor] | None:
@@ -372,7 +374,7 @@ class Trainer:
     def _print_eta(self, seconds: float) -> None:
         """The time the run still needs, from its first steps; a warning when it takes hours."""
         tqdm.write(f"about {duration(seconds)} more for this run's {self.cfg.epochs} epoch(s), "
-                   "from its first steps (the bar's run_eta keeps it current)")
+                   "measured on a whole epoch (the bar's run_eta keeps it current)")
         if seconds > 3600 and self.execution.device.type == "cpu":
             warn(f"this run will take about {duration(seconds)} on this CPU: fewer --epochs, "
                  "a smaller --input-shape or --patience shortens it")
