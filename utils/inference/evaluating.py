@@ -44,6 +44,7 @@ def evaluate_model(cfg: EvalConfig) -> dict:
     if is_run_folder(cfg.out):
         raise UserError(f"--out {cfg.out} is a training run's folder: its report.html and "
                         "figures would be replaced; choose another --out")
+    unknown = unknown_paths(cfg.ood) if cfg.ood else None  # a wrong flag is said first
     source = cfg.folder or cfg.annotation
     if cfg.folder:
         listed, names = folder_samples(cfg.folder)
@@ -51,7 +52,6 @@ def evaluate_model(cfg: EvalConfig) -> dict:
         classes_file = cfg.classes or DEFAULT_CLASSES
         names = read_classes(classes_file)
         listed = read_annotation(cfg.annotation, names)
-    unknown = unknown_paths(cfg.ood) if cfg.ood else None
     classifier = cfg.load(amp=cfg.amp, images=len(listed),
                           channels_last=cfg.channels_last and not cfg.one_by_one)
     to_model = (_folder_labels(classifier, names, cfg.folder) if cfg.folder
