@@ -167,8 +167,9 @@ class Classifier:
         classifier.tta = options.tta
         if classifier.spec.temperature is None and source.path not in _UNCALIBRATED_SAID:
             _UNCALIBRATED_SAID.add(source.path)
-            warn(f"{source.path} has no fitted temperature (trained before calibration, or "
-                 "elsewhere): its probabilities are the plain softmax (temperature 1)")
+            warn(f"{source.path} has no fitted temperature (only a run's best.pth is "
+                 "calibrated, at the end of training): its probabilities are the plain softmax "
+                 "(temperature 1)")
         return classifier
 
     @classmethod
