@@ -8,7 +8,9 @@ Reads datasets/train/<class>/ (and, when present, datasets/val/<class>/ and
 datasets/test/<class>/), checks that every image decodes, and writes
 model_data/cls_classes.txt, cls_train.txt, cls_val.txt and cls_test.txt.  A split without a
 folder of its own is held out of train/, a fraction of each class, the same on every run.
-An existing dataset is never replaced without --force.
+The audit lists copies, conflicting labels, leaks between the splits, blank and tiny images
+in dataset_audit.csv, and drops leaks from the held-out lists.  An existing dataset is never
+replaced without --force.
 """
 from __future__ import annotations
 

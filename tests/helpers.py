@@ -12,7 +12,9 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
+#: The shared data sets: ``../shared/data`` beside the clone (as CI has it), or $SHARED_DATA.
+SHARED_DATA = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))
+SHARED_CIFAR = SHARED_DATA / "cifar10-jpg.tar.gz"
 
 #: One clearly separable colour per class, so a tiny model learns them in a few steps.
 COLOURS = [(220, 30, 30), (30, 200, 30), (30, 30, 220), (220, 220, 30), (200, 30, 200),

@@ -1,4 +1,5 @@
-"""The settings of ``txt_annotation.py``: which dataset, where the lists go, how to hold out."""
+"""The settings of ``txt_annotation.py``: which dataset, where the lists go, how to hold out,
+what the audit flags."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ from utils.data.splits import MAX_FRACTION
 from utils.layout import DATASETS, DEFAULT_CLASSES
 from utils.settings import MAX_WORKERS, above, between, setting
 
+#: The largest --tiny-side: an image side no camera reaches.
+MAX_SIDE = 100_000
 
 
 @dataclass
@@ -45,6 +48,15 @@ class AnnotationConfig:
     force: bool = setting(False, "replace a dataset already in the dataset folder", switch=True)
     workers: int = setting(default_workers(8), "processes checking images; 0 checks in this "
                            "process", valid=between(0, MAX_WORKERS), metavar="N")
+    keep_leaks: bool = setting(False, "keep held-out images that copy an image of another "
+                               "split in their lists (by default they are dropped, so the "
+                               "held-out figures stay honest; dataset_audit.csv lists them "
+                               "either way)", switch=True)
+    tiny_side: int | None = setting(None, "flag images whose shorter side is under N pixels "
+                                    "as tiny in dataset_audit.csv; 0 flags none",
+                                    valid=between(0, MAX_SIDE), metavar="N",
+                                    auto="a quarter of the training images' median shorter "
+                                         "side, at most 32")
 
     @property
     def wants_cifar10(self) -> bool:
