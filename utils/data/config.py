@@ -1,5 +1,5 @@
 """The settings of ``txt_annotation.py``: which dataset, where the lists go, how to hold out,
-what the audit flags."""
+what the audit flags, and a reviewed relabelling to apply or undo first."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,6 +57,12 @@ class AnnotationConfig:
                                     valid=between(0, MAX_SIDE), metavar="N",
                                     auto="a quarter of the training images' median shorter "
                                          "side, at most 32")
+    apply: str | None = setting(None, "first move the images a reviewed relabel.csv lists "
+                                "(columns path,class; class _removed takes an image out of "
+                                "the dataset) into their new class folders, never deleting "
+                                "anything, then write the annotation files", metavar="CSV")
+    undo: bool = setting(False, "first put back the images the last --apply moved, then write "
+                         "the annotation files", switch=True)
 
     @property
     def wants_cifar10(self) -> bool:
@@ -66,3 +72,9 @@ class AnnotationConfig:
     def check(self) -> None:
         if self.wants_cifar10 and self.source:
             raise UserError("--cifar10 and --from are alternatives: give one")
+        if self.apply is not None and self.undo:
+            raise UserError("--apply and --undo are alternatives: give one")
+        if (self.apply is not None or self.undo) and (self.wants_cifar10 or self.source):
+            flag = "--undo" if self.undo else "--apply"
+            raise UserError(f"{flag} changes the dataset already in place: run it without "
+                            "--from or --cifar10")
