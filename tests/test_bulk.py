@@ -21,8 +21,9 @@ def test_sorting_copies_into_class_folders_and_never_overwrites(tmp_path):
         "cat/a.png", "cat/a-2.png", f"{UNCERTAIN}/a.png"]
     assert [c.read_bytes() for c in copies] == [before[p] for p in images]
     assert {p: p.read_bytes() for p in images} == before  # the originals are untouched
-    again = sort_into(tmp_path / "out", images[0], tops[0])  # a second run adds, keeps
-    assert again.name == "a-3.png" and copies[0].read_bytes() == before[images[0]]
+    again = sort_into(tmp_path / "out", images[0], tops[0])  # sorted again: the same copy
+    assert again == copies[0] and copies[0].read_bytes() == before[images[0]]
+    assert len(list((tmp_path / "out").rglob("*.png"))) == 3
 
 
 def test_csv_has_a_row_per_image_and_refuses_an_existing_file(tmp_path):

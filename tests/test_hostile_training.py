@@ -193,4 +193,4 @@ def test_a_config_edited_by_hand_into_nonsense_is_refused_not_truncated(tmp_path
                                   cwd=tmp_path), "epochs = 1.5 is not a valid int")
     (tmp_path / "run.json").write_text(json.dumps({"seed": 1e20}))
     assert_clean_error(run_script("train.py", "--config", tmp_path / "run.json",
-                                  cwd=tmp_path), "--seed must be between")
+                                  cwd=tmp_path), "--seed must be at most 4294967295")

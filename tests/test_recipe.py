@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -77,9 +78,13 @@ def test_a_small_easy_set_learns_in_four_epochs(tmp_path):
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    """A project with 2 classes of 24 photo-sized images, annotated."""
+    """A project with 2 classes of 22 train / 2 val / 4 test photo-sized images, annotated
+    (a val/ folder of its own: the counts do not depend on a carve)."""
     root = tmp_path_factory.mktemp("photos")
-    make_dataset(root, classes=("ants", "bees"), train=24, test=4, size=(120, 160), ext="jpg")
+    make_dataset(root, classes=("ants", "bees"), train=22, test=4, size=(120, 160), ext="jpg")
+    make_dataset(root / "v", classes=("ants", "bees"), train=0, test=2, size=(120, 160),
+                 ext="jpg")
+    (root / "v/datasets/test").rename(root / "datasets/val")
     assert run_script("txt_annotation.py", "--workers", "0", cwd=root).returncode == 0
     return root
 
@@ -133,7 +138,7 @@ def test_a_weights_file_in_model_data_is_used_and_said_so(photos, tmp_path):
     (["--patience", "-2"], "--patience must be at least 1"),
     (["--time-budget", "0"], "--time-budget must be above 0"),
     (["--lr", "nan"], "--lr must be above 0"),
-    (["--seed", "99999999999"], "--seed must be between"),
+    (["--seed", "99999999999"], "--seed must be at most 4294967295"),
     (["--no-such-flag"], "unrecognized arguments"),
 ])
 def test_bad_settings_are_one_line_and_leave_no_run_folder(photos, args, needle):
@@ -165,12 +170,17 @@ def test_patience_stops_a_run_that_no_longer_improves(photos):
     result = run_script("train.py", *QUICK, "--epochs", "6", "--input-shape", "32", "32",
                         "--lr", "1e-9", "--patience", "2", "--run-name", "patient", cwd=photos)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "early stop after epoch 3 of 6: validation top-1 has not improved for 2 epochs " \
-           "(best: epoch 1" in result.stdout
+    # lr 1e-9 freezes the weights, but batch-norm statistics still move, so the best epoch on
+    # 4 validation images may be 1 or 2: the stop comes exactly `patience` epochs after it.
+    stop = re.search(r"early stop after epoch (\d) of 6: validation top-1 has not improved "
+                     r"for 2 epochs \(best: epoch (\d)", result.stdout)
+    assert stop, result.stdout
+    stopped, best = map(int, stop.groups())
+    assert stopped == best + 2 < 6
     results = json.loads((photos / "logs/patient/results.json").read_text())
-    assert results["stopped_early"] == {"epoch": 3, "patience": 2}
+    assert results["stopped_early"] == {"epoch": stopped, "patience": 2}
     resumed = run_script("train.py", "--resume", "logs/patient/last.pth", cwd=photos)
-    assert_clean_error(resumed, "already stopped early at epoch 3")
+    assert_clean_error(resumed, f"already stopped early at epoch {stopped}")
 
 
 def test_a_time_budget_fits_the_epochs_to_it(photos):
@@ -211,11 +221,13 @@ def test_make_train_passes_data_force_and_args():
                              "ARGS=--epochs 20 --backbone resnet18"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert 'txt_annotation.py --from "my photos/" --force' in result.stdout
-    assert "train.py --epochs 20 --backbone resnet18" in result.stdout
+    # DATA and ARGS travel in the environment (see test_hostile_round3 for what reaches the
+    # scripts); the recipe reads them from there and passes --force for FORCE=1.
+    assert 'txt_annotation.py --from "$DATA" --force' in result.stdout
+    assert 'shlex.split(os.environ.get("ARGS", ""))' in result.stdout
     plain = subprocess.run(["make", "-n", "train", "DATA=x"], cwd=ROOT, capture_output=True,
                            text=True).stdout
-    assert 'txt_annotation.py --from "x"' in plain and "--force" not in plain
+    assert 'txt_annotation.py --from "$DATA"' in plain and "--force" not in plain
 
 
 def test_a_given_learning_rate_keeps_the_optimizer_it_was_meant_for():

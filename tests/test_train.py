@@ -147,7 +147,7 @@ def test_torchrun_two_processes_match_single_process_eval(project):
     execution = Execution.create(spec, torch.device("cpu"))  # channels-last, as trained
     model = execution.prepare(build_model(spec, ckpt["model"]))
     result = evaluate(model, batches, execution, 3)
-    assert result.count == 9  # 3 of each class held out of the 32 training images
+    assert result.count == len(read_annotation(annotation, spec.classes)) >= 3  # all of it
     assert float(row["val_top1"]) == pytest.approx(result.top1, abs=1e-6)
     # Two shards run convolutions at other batch sizes: float sums differ in the 4th digit.
     assert float(row["val_loss"]) == pytest.approx(result.loss, abs=1e-3)

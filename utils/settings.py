@@ -50,13 +50,29 @@ class Range:
         return math.isfinite(value) and above and value <= self.high
 
     def __str__(self) -> str:
+        low, high = _number(self.low), _number(self.high)
         if self.high == math.inf:
-            text = f"{'above' if self.low_open else 'at least'} {self.low:g}"
+            text = f"{'above' if self.low_open else 'at least'} {low}"
         elif self.low_open:
-            text = f"above {self.low:g} and at most {self.high:g}"
+            text = f"above {low} and at most {high}"
         else:
-            text = f"between {self.low:g} and {self.high:g}"
+            text = f"between {low} and {high}"
         return f"{text} ({self.why})" if self.why else text
+
+    def violated(self, value) -> str:
+        """The bound ``value`` breaks, in words: "at least 1" for 0, "at most 65536" for a
+        million, the whole range for NaN or infinity."""
+        if math.isfinite(value) and (value <= self.low if self.low_open else value < self.low):
+            text = f"{'above' if self.low_open else 'at least'} {_number(self.low)}"
+            return f"{text} ({self.why})" if self.why else text
+        if math.isfinite(value) and value > self.high:
+            return f"at most {_number(self.high)}"
+        return str(self)
+
+
+def _number(x: float) -> str:
+    """A bound as a person types it: whole numbers in full (a seed's 4294967295, not 4.3e+09)."""
+    return str(int(x)) if math.isfinite(x) and x == int(x) else f"{x:g}"
 
 
 def at_least(low: float, why: str = "", high: float = math.inf) -> Range:
@@ -214,8 +230,9 @@ def _checked(f: dataclasses.Field, value, kind, source: str):
     values = value if isinstance(value, tuple) else (value,)
     if choices and not all(v in choices for v in values):
         raise UserError(f"{what}; choose from {', '.join(map(str, choices))}")
-    if valid is not None and not all(v in valid for v in values):
-        raise UserError(f"{shown_name} must be {valid}, not {_shown(value)}"
+    outside = [v for v in values if v not in valid] if valid is not None else []
+    if outside:
+        raise UserError(f"{shown_name} must be {valid.violated(outside[0])}, not {_shown(value)}"
                         + ("" if source == "command line" else f" ({source})"))
     return value
 

@@ -165,9 +165,9 @@ def _check_own_folder(ckpt: dict, saved: TrainConfig, run_dir: Path, source: str
     """
     held = run_dir / RUN_ID_FILE
     folder_id = held.read_text().strip() if held.is_file() else None
-    if folder_id is not None or ckpt.get("run_id") is not None:
+    if folder_id is not None:
         same = folder_id == ckpt.get("run_id")
-    else:
+    else:  # a run from before run ids, or a folder holding no run yet
         try:
             on_disk = from_dict(TrainConfig, json.loads((run_dir / "config.json").read_text()))
         except (OSError, ValueError, UserError):
@@ -283,6 +283,8 @@ def _open_run_dir(run: Run, run_id: str | None) -> Path:
         for stale in run.run_dir.glob(".*.tmp"):  # writes torn by a killed run of ours
             stale.unlink()
         write_atomic(run.run_dir / "config.json", config)
+        if run_id is not None and not (run.run_dir / RUN_ID_FILE).exists():
+            write_atomic(run.run_dir / RUN_ID_FILE, f"{run_id}\n")  # its new home
         return run.run_dir
     name = run.run_dir.name
     candidates = [run.run_dir] if run.named else [
