@@ -11,7 +11,7 @@ from typing import Sequence
 
 from utils.cli import UserError, warn
 from utils.data import splits
-from utils.data.audit import audit_lists, write_audit_csv
+from utils.data.audit import AuditResult, audit_lists, write_audit_csv
 from utils.data.checks import Inspection, inspect_images
 from utils.data.config import AnnotationConfig
 from utils.data.image import IMAGE_EXTENSIONS
@@ -50,7 +50,8 @@ def prepare_annotations(cfg: AnnotationConfig) -> None:
                                                        cfg.split_seed, train_dir)
             for split, paths in held.items():
                 usable[split][name] = paths
-    flagged = _audit(usable, inspection, cfg, out_dir)
+    found = _audit(usable, inspection, cfg, out_dir)
+    flagged = found.flagged()
 
     counts = {name: [len(usable[split][name]) for split in SPLITS]
               + [skipped[name], flagged.get(name, 0)] for name in classes}
@@ -67,6 +68,7 @@ def prepare_annotations(cfg: AnnotationConfig) -> None:
     if not any(usable["train"].values()):
         raise UserError(f"no usable training images in {train_dir}/")
 
+    write_audit_csv(out_dir / AUDIT_FILE, found.rows)  # with the lists: none on an error
     samples = {split: [(class_id, path) for class_id, name in enumerate(classes)
                        for path in usable[split][name]] for split in SPLITS}
     write_annotations(classes, samples, cfg.classes, out_dir)
@@ -120,20 +122,18 @@ def _checked(scans: dict[str, SplitScan], classes: list[str], workers: int, cach
 
 
 def _audit(usable: dict[str, dict[str, list[str]]], inspection: Inspection,
-           cfg: AnnotationConfig, out_dir: Path) -> dict[str, int]:
+           cfg: AnnotationConfig, out_dir: Path) -> AuditResult:
     """Audit the lists; drop the leaks from the held-out ones (unless ``--keep-leaks``);
-    write ``dataset_audit.csv`` and say what it holds in one line.  Returns, per class, the
-    images flagged (the class table's column)."""
+    say what ``dataset_audit.csv`` will hold in one line."""
     found = audit_lists(usable, inspection, out_dir / CACHE_DIR / "audit.json", cfg.tiny_side,
                         cfg.workers)
     if found.leaks and not cfg.keep_leaks:
         for split in SPLITS[1:]:
             for name, paths in usable[split].items():
                 usable[split][name] = [p for p in paths if p not in found.leaks]
-    write_audit_csv(out_dir / AUDIT_FILE, found.rows)
     print(f"{found.summary(dropped=not cfg.keep_leaks)}"
           + (f"; details in {out_dir / AUDIT_FILE}" if found.rows else ""))
-    return found.flagged()
+    return found
 
 
 def _held_out_sets(usable, classes, folders: dict[str, Path], datasets: Path,
