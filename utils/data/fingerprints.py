@@ -94,7 +94,7 @@ class FingerprintStore:
         self.file = Path(file)
         self._entries: dict[str, tuple[tuple[int, ...], bytes]] = {}
         try:
-            with np.load(self.file, allow_pickle=False) as z:
+            with np.load(self.file) as z:  # never unpickles (allow_pickle is off by default)
                 if int(z["version"]) != VERSION:
                     return
                 paths = z["paths"].tobytes().decode("utf-8", "surrogateescape").split("\0")
