@@ -171,10 +171,11 @@ def test_imbalance_is_reported_and_class_weights_suggested(tmp_path):
     assert "--class-weights auto" in result.stderr
 
 
-@pytest.mark.parametrize("value", ["0.6", "-0.1"])
-def test_a_fraction_outside_0_to_half_is_exit_2(tmp_path, value):
+@pytest.mark.parametrize("value, bound", [("0.6", "at most 0.5"), ("-0.1", "at least 0")])
+def test_a_fraction_outside_0_to_half_is_exit_2(tmp_path, value, bound):
     make_dataset(tmp_path, train=2, test=1)
-    assert_clean_error(annotate(tmp_path, "--val-fraction", value), "--val-fraction", "0.5")
+    assert_clean_error(annotate(tmp_path, "--val-fraction", value),
+                       f"--val-fraction must be {bound}")
 
 
 def test_lists_are_read_only_against_the_class_list_they_were_written_for(tmp_path):
