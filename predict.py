@@ -7,8 +7,8 @@ at an ``Image path:`` prompt until end of input, so paths can also be piped in::
     python predict.py cat.jpg dog.png                # the best model of the latest run
     python predict.py datasets/test/cat --json       # a folder, machine-readable
     find photos -name '*.jpg' | python predict.py    # paths from another program
-    python predict.py --export-onnx model.onnx       # ONNX export, checked against PyTorch
-    python predict.py --export-onnx int8.onnx --int8 # int8, calibrated on cls_train.txt
+    python predict.py --export-onnx model.onnx       # = export.py --format onnx --out model.onnx
+    python predict.py --export-onnx int8.onnx --int8 # = export.py --format int8 --out int8.onnx
     python predict.py cat.jpg --model model.onnx     # ONNX Runtime, torch never imported
     python predict.py photos/ --csv predictions.csv  # a row per image, written as it goes
     python predict.py photos/ --sort-into sorted --min-confidence 0.8
@@ -40,7 +40,6 @@ from utils.inference.config import PredictConfig
 from utils.inference.onnx_runtime import is_onnx_path
 from utils.inference.predicting import (Outputs, classify, export, output_conflict,
                                         prompted_paths)
-from utils.layout import DEFAULT_CLASSES
 from utils.settings import parse
 
 
@@ -70,17 +69,16 @@ def parse_args(argv=None) -> PredictConfig:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    # The export and Grad-CAM read the network itself: PyTorch, whatever --runtime says.
-    classifier = args.load(runtime="torch" if args.export_onnx or args.cam else None)
+    if args.export_onnx:
+        export(args)
+        if not args.paths:
+            return 0
+    # Grad-CAM reads the network itself: PyTorch, whatever --runtime says.
+    classifier = args.load(runtime="torch" if args.cam else None)
     if args.reject == "auto":
         classifier.check_rejection()  # before anything is written
     if args.classes:  # asked for: the model's names must be these (they name the output)
         classifier.label_map(read_classes(args.classes), args.classes)
-    if args.export_onnx:
-        export(classifier, args.export_onnx, args.int8, args.force,
-               args.classes or DEFAULT_CLASSES)
-        if not args.paths:
-            return 0
     given: list[str] = []
 
     def sources():

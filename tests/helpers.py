@@ -12,7 +12,9 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
+#: The shared data sets: ``../shared/data`` beside the clone (as CI has it), or $SHARED_DATA.
+SHARED_DATA = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))
+SHARED_CIFAR = SHARED_DATA / "cifar10-jpg.tar.gz"
 
 #: One clearly separable colour per class, so a tiny model learns them in a few steps.
 COLOURS = [(220, 30, 30), (30, 200, 30), (30, 30, 220), (220, 220, 30), (200, 30, 200),
@@ -20,23 +22,30 @@ COLOURS = [(220, 30, 30), (30, 200, 30), (30, 30, 220), (220, 220, 30), (200, 30
 
 
 def make_image(path: Path, colour, size=(16, 16), seed=0, fmt=None) -> Path:
-    """Write a noisy solid-colour image (noise keeps every image distinct)."""
+    """Write an image of one colour, overlaid with a coarse 4x4 pattern and grain drawn from
+    ``seed``: the colour says the class, the pattern makes every image a different picture
+    (grain alone would make them near-copies to the import's duplicate audit)."""
     rng = np.random.default_rng(seed)
     h, w = size
-    pixels = np.clip(np.array(colour)[None, None, :] + rng.integers(-25, 26, (h, w, 3)), 0, 255)
+    pattern = rng.integers(-60, 61, (4, 4, 3))
+    pattern = pattern[np.arange(h) * 4 // h][:, np.arange(w) * 4 // w]
+    pixels = np.clip(np.array(colour)[None, None, :] + pattern
+                     + rng.integers(-25, 26, (h, w, 3)), 0, 255)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels.astype(np.uint8)).save(path, format=fmt)
     return path
 
 
 def make_dataset(root: Path, classes=("cat", "dog"), train=6, test=3, size=(16, 16),
-                 ext="png") -> Path:
-    """Create ``root/datasets/{train,test}/<class>/`` with ``train``/``test`` images each."""
+                 ext="png", seed=0) -> Path:
+    """Create ``root/datasets/{train,test}/<class>/`` with ``train``/``test`` images each
+    (datasets made with another ``seed`` share no picture with this one)."""
     for split, count in (("train", train), ("test", test)):
         for c, name in enumerate(classes):
             for i in range(count):
                 make_image(root / "datasets" / split / name / f"{i:03d}.{ext}",
-                           COLOURS[c % len(COLOURS)], size, seed=zlib.crc32(f"{split}{c}/{i}".encode()))
+                           COLOURS[c % len(COLOURS)], size,
+                           seed=zlib.crc32(f"{seed}/{split}{c}/{i}".encode()))
     return root / "datasets"
 
 
@@ -152,3 +161,57 @@ def working_directory(path: Path):
         yield Path(path)
     finally:
         os.chdir(previous)
+
+
+def smooth_image(rng, size=(48, 64)) -> np.ndarray:
+    """An (H, W, 3) uint8 picture that looks like one: smooth colour fields, a few edges and
+    grain (pure noise drives every model to one corner)."""
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    fields = [np.sin(xx / rng.uniform(3, 30) + rng.uniform(0, 6))
+              * np.cos(yy / rng.uniform(3, 30) + rng.uniform(0, 6)) for _ in range(3)]
+    image = 127 + 100 * np.stack(fields, -1) + rng.normal(0, 15, (h, w, 3))
+    image[(xx.astype(int) // 9 + yy.astype(int) // 7) % 5 == 0] += 50
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def calibrated_checkpoint(path: Path, classes=("cat", "dog", "fox"), backbone="mobilenetv1",
+                          input_shape=(32, 32), crop_fraction=1.0, width_mult=0.25,
+                          seed=0):
+    """Save an untrained checkpoint whose outputs depend on its input, and return its spec.
+
+    Random weights give near-uniform probabilities (every ReLU6 saturated or silent), which
+    hide preprocessing and conversion errors.  Here BatchNorm statistics are measured on
+    generated pictures and the head is scaled so logits spread over a few units: every
+    pixel then moves the probabilities, which is what an export test needs.
+    """
+    import torch
+
+    from utils.data.preprocess import eval_array, normalize
+    from utils.model.checkpoint import make_checkpoint, save_checkpoint
+    from utils.model.spec import ModelSpec
+
+    spec = ModelSpec(backbone, tuple(classes), tuple(input_shape), crop_fraction=crop_fraction,
+                     width_mult=width_mult)
+    torch.manual_seed(seed)
+    model = spec.build()
+    rng = np.random.default_rng(seed)
+    pictures = [Image.fromarray(smooth_image(rng)) for _ in range(48)]
+    x = normalize(torch.from_numpy(np.stack([eval_array(p, spec.geometry) for p in pictures])),
+                  spec.mean, spec.std)
+    for module in model.modules():  # running statistics over all the pictures
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = None
+            module.reset_running_stats()
+    model.train()
+    with torch.no_grad():
+        for chunk in x.split(16):
+            model(chunk)
+        model.eval()
+        head = [m for m in model.classifier.modules() if isinstance(m, torch.nn.Linear)][-1]
+        scale = 3.0 / float(model(x).std())
+        head.weight.mul_(scale)
+        head.bias.mul_(scale)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(make_checkpoint(spec, model.state_dict(), epoch=1, val_top1=0.5), path)
+    return spec

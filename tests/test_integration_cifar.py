@@ -48,9 +48,14 @@ def test_cifar10_slice_trains_well_above_chance(tmp_path):
     assert result.returncode == 0, result.stderr
     train, val = listed(tmp_path, "train"), listed(tmp_path, "val")
     assert len(train) + len(val) == 10 * TRAIN_PER_CLASS
-    # Validation: held out of train/, 10 % of every class, never a training image.
+    # Validation: held out of train/, about 10 % of every class (each image is drawn by the
+    # hash of its path, so that adding images moves no other: a binomial spread, sd 4 of 200),
+    # never a training image.
     assert not {l.partition(";")[2] for l in train} & {l.partition(";")[2] for l in val}
-    assert Counter(l.partition(";")[0] for l in val) == {str(c): 20 for c in range(10)}
+    per_class = Counter(l.partition(";")[0] for l in val)
+    assert set(per_class) == {str(c) for c in range(10)}
+    assert all(8 <= n <= 40 for n in per_class.values()), per_class
+    assert 0.08 <= len(val) / (10 * TRAIN_PER_CLASS) <= 0.12, len(val)
     lists = {split: (tmp_path / f"cls_{split}.txt").read_bytes() for split in ("train", "val")}
     result = run_script("txt_annotation.py", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -22,21 +22,12 @@ REJECT_MODES = ("off", "auto")
 
 
 @dataclass
-class ModelChoice:
-    """Which trained model a command runs, and how."""
+class ModelFile:
+    """Which trained model a command reads, and what plain weights need to be described."""
 
     model: str | None = setting(None, "checkpoint written by train.py, plain weights, or an "
                                 "exported .onnx model", group=MODEL,
                                 auto=f"best.pth of the most recent run in {LOGS}/")
-    device: str = setting("auto", "auto, cpu, cuda or cuda:N", group=MODEL)
-    runtime: str = setting("auto", "what computes a checkpoint's outputs: torch, or "
-                           "onnxruntime (CPU, through an export cached in .cache/onnx/); "
-                           "auto: onnxruntime on a CPU when the export is cached or pays for "
-                           "itself, else torch. .onnx models always run on onnxruntime",
-                           RUNTIMES, group=MODEL)
-    tta: str = setting("none", "test-time augmentation: flip averages the logits of each "
-                       "image and its mirror image (twice the compute)", TTA_MODES,
-                       group=MODEL)
     backbone: str | None = setting(None, "plain weights only: the network they belong to",
                                    group=MODEL)
     input_shape: tuple[int, int] | None = setting(
@@ -53,6 +44,21 @@ class ModelChoice:
         """The model file these settings name (the latest run's ``best.pth`` by default)."""
         return ModelSource(os.fspath(self.model or latest_checkpoint()), self.backbone,
                            self.input_shape, self.width_mult, self.classes)
+
+
+@dataclass
+class ModelChoice(ModelFile):
+    """Which trained model a command runs, and how."""
+
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N", group=MODEL)
+    runtime: str = setting("auto", "what computes a checkpoint's outputs: torch, or "
+                           "onnxruntime (CPU, through an export cached in .cache/onnx/); "
+                           "auto: onnxruntime on a CPU when the export is cached or pays for "
+                           "itself, else torch. .onnx models always run on onnxruntime",
+                           RUNTIMES, group=MODEL)
+    tta: str = setting("none", "test-time augmentation: flip averages the logits of each "
+                       "image and its mirror image (twice the compute)", TTA_MODES,
+                       group=MODEL)
 
     def load(self, *, amp: str = "auto", channels_last: bool = True,
              images: int | None = None, runtime: str | None = None) -> Classifier:

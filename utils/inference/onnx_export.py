@@ -1,4 +1,4 @@
-"""Export a network to ONNX, check it against PyTorch, and never overwrite a file by mistake.
+"""Export a network to ONNX and check it against PyTorch.
 
 The exported graph is the network only:
 
@@ -19,7 +19,9 @@ Runtime (:mod:`utils.inference.onnx_runtime`) with nothing else to say.
 
 The exporter is ``torch.export``-based (``dynamo=True``), torch's default and maintained
 path.  Should it fail on some model, the TorchScript exporter is tried instead with a
-warning; the result is checked against PyTorch with onnxruntime whichever exporter wrote it.
+warning; the result is checked against PyTorch with onnxruntime whichever exporter wrote it
+(:func:`check_onnx` for the runtime cache and benchmarks; ``export.py``'s formats end with
+the parity check of :mod:`utils.inference.export_common`).
 Both exporters need the ``onnx`` and ``onnxscript`` packages (``torch.onnx`` imports them),
 which is why they are runtime requirements: ``--runtime auto`` exports a checkpoint for
 ONNX Runtime on a CPU.
@@ -39,7 +41,7 @@ import torch
 from utils.cli import UserError, warn
 from utils.evaluation.typicality import TypicalNetwork
 from utils.inference.onnx_runtime import (INPUT_NAME, OUTPUT_NAME, SOURCE_KEY, SPEC_KEY,
-                                          TYPICALITY_NAME, is_onnx_path, open_session)
+                                          TYPICALITY_NAME, open_session)
 from utils.model.spec import ModelSpec
 
 OPSET = 18
@@ -135,26 +137,6 @@ def export_checked(spec: ModelSpec, model: torch.nn.Module, path: str | os.PathL
     finally:
         tmp.unlink(missing_ok=True)
     return diff
-
-
-def check_destination(path: str | os.PathLike, source: str | os.PathLike,
-                      force: bool = False) -> Path:
-    """``path`` if an export may write it: never the file it exports from (whatever
-    ``force`` says), an existing file only with ``force``, never a folder.  The name ends in
-    ``.onnx``: that is how ``--model`` tells an ONNX model from a checkpoint."""
-    path = Path(path)
-    if path.exists() and Path(source).exists() and os.path.samefile(path, source):
-        raise UserError(f"refusing to write {path}: it is the model being exported")
-    if path.is_dir():
-        raise UserError(f"cannot write {path}: it is a folder; give a file name, "
-                        "e.g. model.onnx")
-    if not is_onnx_path(path):
-        raise UserError(f"cannot write {path}: an ONNX model's file name ends in .onnx")
-    if path.exists() and not force:
-        raise UserError(f"{path} exists: choose another name or pass --force to replace it")
-    if not path.parent.is_dir():
-        raise UserError(f"cannot write {path}: folder {path.parent} does not exist")
-    return path
 
 
 def set_metadata(path: str | os.PathLike, metadata: dict[str, str]) -> None:

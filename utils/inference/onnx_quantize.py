@@ -1,9 +1,9 @@
 """int8 ONNX models: static quantization with ONNX Runtime's tools, calibrated on training images.
 
-``predict.py --export-onnx out.onnx --int8`` exports the float model (checked against
-PyTorch), then :func:`onnxruntime.quantization.quantize_static` turns weights and
-activations into int8, with activation ranges measured on :data:`CALIBRATION_IMAGES`
-training images through the evaluation preprocessing.  Quantization costs some accuracy,
+``export.py --format int8`` (and ``predict.py --export-onnx out.onnx --int8``) exports the
+float model (checked against PyTorch), then :func:`onnxruntime.quantization.quantize_static`
+turns weights and activations into int8, with activation ranges measured on
+:data:`CALIBRATION_IMAGES` training images through the evaluation preprocessing.  Quantization costs some accuracy,
 so both models are scored on the same validation images and the two top-1s printed side
 by side; the int8 file keeps the float model's description and records both scores.
 """
@@ -14,7 +14,7 @@ import logging
 import os
 import random
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from utils.data.image import load_or_warn
 from utils.data.lists import read_annotation, read_classes
 from utils.data.preprocess import eval_array, normalize_array
 from utils.evaluation.scoring import evaluate_logits
-from utils.inference.onnx_export import export_checked, set_metadata
+from utils.inference.onnx_export import set_metadata
 from utils.inference.onnx_runtime import INPUT_NAME, QUANTIZATION_KEY, OnnxRuntime, open_session
 
 #: Training images whose activations set the int8 ranges (a seeded sample of the file).
@@ -35,15 +35,16 @@ SCORE_IMAGES = 2000
 QUANT_FORMAT = "QOperator"
 
 
-def export_int8(classifier, out: str | os.PathLike, source: dict[str, Any],
+def export_int8(classifier, out: str | os.PathLike, export_float: Callable[[Path], Any],
                 train_annotation: str | os.PathLike, val_annotation: str | os.PathLike,
-                classes_file: str | os.PathLike) -> tuple[float, str]:
+                classes_file: str | os.PathLike) -> tuple[Any, str]:
     """Write the int8 model of ``classifier`` (a checkpoint on the torch runtime) to ``out``.
 
-    Calibrates on ``train_annotation``'s images, scores float and int8 on
+    ``export_float(path)`` writes (and checks) the float ONNX model to quantize; its result
+    is returned.  Calibrates on ``train_annotation``'s images, scores float and int8 on
     ``val_annotation``'s (labels of ``classes_file``'s list, matched to the model's classes
-    by name).  Returns the float export's difference from PyTorch and a line comparing the
-    two top-1s.
+    by name), both read before any export work.  Returns what ``export_float`` returned and
+    a line comparing the two top-1s.
     """
     out, spec = Path(out), classifier.spec
     calibration = sample_images(_listed(train_annotation, None, "calibrates on"),
@@ -53,27 +54,24 @@ def export_int8(classifier, out: str | os.PathLike, source: dict[str, Any],
     scored = [(to_model[label], path) for label, path in sample_images(
         _listed(val_annotation, classes, "scores the int8 model on"), SCORE_IMAGES)]
     float_path = out.with_name(f".{out.name}.{os.getpid()}.float.onnx")
-    int8_path = out.with_name(f".{out.name}.{os.getpid()}.int8.onnx")
     try:
-        diff = export_checked(spec, classifier.runtime.model, float_path, source)
+        checked = export_float(float_path)
         arrays = calibration_arrays(calibration, spec)
-        quantize(float_path, int8_path, arrays)
+        quantize(float_path, out, arrays)
         top1 = {name: score(path, spec, scored)
-                for name, path in (("float", float_path), ("int8", int8_path))}
+                for name, path in (("float", float_path), ("int8", out))}
         record = {"method": f"onnxruntime quantize_static, {QUANT_FORMAT}, per-channel int8 "
                             "weights, uint8 activations (MinMax)",
                   "calibration": {"annotation": str(train_annotation), "images": len(arrays)},
                   "top1": {**top1, "annotation": str(val_annotation), "images": len(scored)}}
-        set_metadata(int8_path, {**open_session(float_path).get_modelmeta().custom_metadata_map,
-                                 QUANTIZATION_KEY: json.dumps(record)})
-        os.replace(int8_path, out)
+        set_metadata(out, {**open_session(float_path).get_modelmeta().custom_metadata_map,
+                           QUANTIZATION_KEY: json.dumps(record)})
     finally:
         float_path.unlink(missing_ok=True)
-        int8_path.unlink(missing_ok=True)
     line = (f"int8 top-1 {top1['int8']:.2%} vs float {top1['float']:.2%} "
             f"({100 * (top1['int8'] - top1['float']):+.2f} points) on {len(scored):,} images of "
             f"{val_annotation}; calibrated on {len(arrays)} images of {train_annotation}")
-    return diff, line
+    return checked, line
 
 
 def calibration_arrays(samples: Sequence[tuple[int, str]], spec) -> list[np.ndarray]:

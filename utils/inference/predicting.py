@@ -3,14 +3,13 @@
 ``predict.py`` is this module's command line: :func:`classify` turns the paths into
 :class:`Answer` s (batched, folders walked), :class:`Outputs` prints them and writes the
 ``--csv`` file and the ``--sort-into`` / ``--cam`` folders, and :func:`export` writes
-``--export-onnx``.
+``--export-onnx`` (as ``export.py`` does).
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -24,8 +23,6 @@ from utils.inference.bulk import (UNCERTAIN, UNKNOWN, CsvPredictions, bucket, so
                                   write_new)
 from utils.inference.classifier import Classifier
 from utils.inference.config import PredictConfig
-from utils.inference.onnx_runtime import TYPICALITY_NAME
-from utils.layout import ANNOTATION_FILES
 
 
 def output_conflict(source: str, args: PredictConfig) -> str | None:
@@ -157,36 +154,18 @@ def print_table(answer: Answer) -> None:
     print("\n".join(lines), flush=True)
 
 
-def export(classifier: Classifier, path: str, int8: bool, force: bool,
-           classes_file: str) -> None:
-    """Write ``classifier``'s network to ``path`` (checked; int8 when asked) and say what
-    was written."""
-    from utils.inference import onnx_export
+def export(args: PredictConfig) -> None:
+    """``--export-onnx OUT.onnx [--int8]``: ``export.py --format onnx|int8``, through the
+    same code (checked, never over the model nor, without ``--force``, an existing file)."""
+    import dataclasses
 
-    t0 = time.perf_counter()
-    out = onnx_export.check_destination(path, classifier.info["path"], force)
-    source = onnx_export.source_of(classifier.info["path"], classifier.info)
-    if int8:
-        from utils.inference.onnx_quantize import export_int8
+    from utils.inference.config import ModelFile
+    from utils.inference.export_config import ExportConfig
+    from utils.inference.exporting import run_export
 
-        diff, scores = export_int8(classifier, out, source, ANNOTATION_FILES["train"],
-                                   ANNOTATION_FILES["val"], classes_file)
-    else:
-        diff = onnx_export.export_checked(classifier.spec, classifier.runtime.export_module,
-                                          out, source)
-    h, w = classifier.input_shape
-    mean = ", ".join(f"{v:.4g}" for v in classifier.spec.mean)
-    std = ", ".join(f"{v:.4g}" for v in classifier.spec.std)
-    print(f"wrote {path} in {time.perf_counter() - t0:.1f}s: input "
-          f"'{onnx_export.INPUT_NAME}' float32 [batch, 3, {h}, {w}] = (RGB / 255 - mean) / std, "
-          f"mean ({mean}), std ({std}); output '{onnx_export.OUTPUT_NAME}' "
-          f"[batch, {len(classifier.classes)}]"
-          + (f" and '{TYPICALITY_NAME}' [batch]" if classifier.runtime.typical and not int8
-             else "") + "; the model description in the metadata; "
-          f"onnxruntime vs PyTorch max abs diff {diff:.2g}"
-          + (" (float model, before quantization)" if int8 else ""), file=sys.stderr)
-    if int8:
-        print(scores, file=sys.stderr)
+    model = {f.name: getattr(args, f.name) for f in dataclasses.fields(ModelFile)}
+    run_export(ExportConfig(**model, format="int8" if args.int8 else "onnx",
+                            out=args.export_onnx, force=args.force))
 
 
 class Outputs:

@@ -16,7 +16,7 @@ resumed from ``last.pth`` replays exactly the epochs it would have run.  Setting
 from __future__ import annotations
 
 import math
-import sys
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +29,12 @@ from utils import distributed
 from utils.cli import UserError, warn
 from utils.data.augment import BatchAugment
 from utils.data.batches import Loading, epoch_seed, make_batches
+from utils.data.lists import annotation_path
 from utils.distributed import Dist
 from utils.evaluation.metrics import METRICS
 from utils.evaluation.outputs import summary, write_evaluation
 from utils.evaluation.report import Report
+from utils.evaluation.review import add_label_review, class_examples
 from utils.evaluation.scoring import EvalResult, evaluate
 from utils.fileio import write_json, writing
 from utils.model.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
@@ -42,9 +44,10 @@ from utils.settings import to_dict
 from utils.train.clock import RunClock, duration
 from utils.train.confidence import RunConfidence
 from utils.train.config import TrainConfig
+from utils.train.margins import MarginAccumulator, write_label_issues
 from utils.train.optim import make_optimizer, make_scheduler, scaled_lr
-from utils.train.run_log import RunLog
-from utils.train.state import TrainState
+from utils.train.run_log import RunLog, epoch_line, val_columns
+from utils.train.state import TrainState, say_what_was_kept
 from utils.train.steps import (SHORT_EPOCH_STEPS, Phase, plan_phases, recalibrate_batchnorm,
                                train_step)
 
@@ -120,6 +123,14 @@ class Trainer:
         self.clock = RunClock(self.cfg.epochs - self.state.epoch,
                               steady_from=max(0, self.phases[-1].start - self.state.epoch))
         self.confidence = RunConfidence(run)
+        # Suspected label errors, from every training step's logits (label_issues.csv).
+        self.margins = MarginAccumulator(len(self.train_samples), self.spec.num_classes,
+                                         self.execution.device)
+        if self.state.margins is not None and self.dist.is_main:  # the others add their own
+            try:
+                self.margins.load_state_dict(self.state.margins)
+            except ValueError as exc:
+                raise UserError(f"cannot resume: {exc}") from None
 
     # ---------------------------------------------------------------- loop
     def fit(self) -> dict | None:
@@ -148,14 +159,15 @@ class Trainer:
                     reduce=self.dist.all_reduce, keep=self.confidence.keep)
                 self._end_epoch(epoch + 1, phase, val)
                 self.confidence.epoch_done(epoch + 1, val)
+                margins = self.margins.merged(self.dist.all_reduce)  # every process takes part
                 record = {"epoch": epoch + 1, "phase": phase.name,
                           "lr": current.optimizer.param_groups[0]["lr"], **train,
-                          **self._val_columns(val), "seconds": seconds}
+                          **val_columns(val), "seconds": seconds}
                 if self.dist.is_main:
                     # The row goes first: a resume drops rows past its checkpoint's epoch.
                     log.log_epoch(record, best_epoch=self.state.best_epoch)
-                    self._save_checkpoints(val, current)
-                    tqdm.write(self._epoch_line(record, val))
+                    self._save_checkpoints(val, current, margins)
+                    tqdm.write(epoch_line(record, val, cfg.epochs, self.state.best_epoch))
                 self.clock.epoch_done()
                 stopped = self._early_stop() or self._out_of_time(started)
                 if stopped:
@@ -163,7 +175,7 @@ class Trainer:
             results = self._final_test(log, time.perf_counter() - started, stopped)
         except KeyboardInterrupt:
             if self.dist.is_main:
-                self._say_what_was_kept()
+                say_what_was_kept(self.run_dir, self.state, self.cfg.epochs)
             raise
         finally:
             if log is not None:
@@ -207,31 +219,6 @@ class Trainer:
                   flush=True)
         return {"epoch": state.epoch, "time_budget": budget}
 
-    def _say_what_was_kept(self) -> None:
-        """After Ctrl-C: what is on disk, and the command that continues the run."""
-        state, last = self.state, self.run_dir / "last.pth"
-        if not last.exists():
-            print(f"\ninterrupted in the first epoch: nothing saved in {self.run_dir} yet",
-                  file=sys.stderr)
-            return
-        print(f"\ninterrupted: {self.run_dir} keeps last.pth (epoch {state.epoch} of "
-              f"{self.cfg.epochs}) and best.pth (epoch {state.best_epoch}); continue with\n"
-              f"  python train.py --resume {last}", file=sys.stderr, flush=True)
-
-    def _val_columns(self, val: EvalResult | None) -> dict:
-        if val is None:
-            return {}
-        return {f"val_{metric.key}": getattr(val, metric.key) for metric in METRICS}
-
-    def _epoch_line(self, record: dict, val: EvalResult | None) -> str:
-        line = (f"epoch {record['epoch']}/{self.cfg.epochs}: train loss "
-                f"{record['train_loss']:.4f} top-1 {record['train_top1']:.4f} | ")
-        if val is not None:
-            figures = ", ".join(f"{m.title(val.k)} {val.describe(m, short=True)}" for m in METRICS)
-            line += (f"val {figures}"
-                     f"{' (best)' if self.state.best_epoch == record['epoch'] else ''} | ")
-        return line + f"{record['img_per_s']:.0f} img/s, {record['seconds']:.1f}s"
-
     def _final_test(self, log: RunLog | None, seconds: float,
                     stopped: dict | None) -> dict | None:
         """Calibrate ``best.pth``'s weights on validation (:class:`RunConfidence`), score
@@ -257,6 +244,7 @@ class Trainer:
             test = self.confidence.evaluate(self.model, batches)
             results["test"] = {"annotation": cfg.test_annotation,
                                **summary(test, self.spec.classes, self.confidence.temperature)}
+        margins = self.margins.merged(self.dist.all_reduce)  # every process takes part
         if not self.dist.is_main:
             return results
         results.update(self.confidence.results(test, rows))
@@ -264,7 +252,7 @@ class Trainer:
         with writing(f"the report in {self.run_dir}",
                      then=f"the checkpoints and results.json are complete (python eval.py "
                           f"--model {self.run_dir / 'best.pth'} writes the report elsewhere)"):
-            self._write_report(selected, test, rows)
+            self._write_report(selected, test, rows, margins)
         print(f"done in {seconds:.1f}s: best.pth is epoch {state.best_epoch}, {selected}")
         if test is not None:
             log.log_test(results["test"], state.best_epoch)
@@ -274,19 +262,28 @@ class Trainer:
               "confusion matrix, the worst errors and where the model looked)")
         return results
 
-    def _write_report(self, selected: str, test: EvalResult | None, rows: list) -> None:
-        """``report.html``: what next and the held-out figures first, then the plan and
-        settings, the curves, the test figures and errors."""
+    def _write_report(self, selected: str, test: EvalResult | None, rows: list,
+                      margins: MarginAccumulator) -> None:
+        """``label_issues.csv`` and ``report.html``: what next and the held-out figures first,
+        then the plan and settings, the curves, the test figures and errors, the suspected
+        label errors to review."""
+        classes, base = self.spec.classes, Path(self.cfg.train_annotation).parent
+        suspects = margins.ranking(self.train_samples, classes)
+        write_label_issues(self.run_dir / "label_issues.csv", suspects, base)
         page = Report(self.run_dir / "report.html", f"Training run {self.run_dir.name}",
                       f"best.pth: epoch {self.state.best_epoch}, {selected}")
         page.add_settings(to_dict(self.cfg), plan=self.plan)
         page.add_images("Curves", [self.run_dir / "loss.png", self.run_dir / "accuracy.png"])
         if test is not None:
-            write_evaluation(page, test, self.test_samples, self.spec.classes,
-                             self.spec.geometry, self.run_dir, model=self.model,
-                             execution=self.execution, temperature=self.confidence.temperature,
+            write_evaluation(page, test, self.test_samples, classes, self.spec.geometry,
+                             self.run_dir, model=self.model, execution=self.execution,
+                             temperature=self.confidence.temperature,
                              heading=f"Test results ({self.cfg.test_annotation}, best.pth)")
         self.confidence.add_to_report(page, test, rows)
+        examples = class_examples(self.train_samples, classes, margins.scores().tolist())
+        add_label_review(page, suspects, classes, examples,
+                         lambda path: annotation_path(path, os.path.abspath(base)),
+                         self.state.epoch)
         page.write()
 
     def _best_weights(self) -> dict[str, torch.Tensor] | None:
@@ -341,13 +338,14 @@ class Trainer:
         bar = tqdm(run.batches, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}{phase}",
                    disable=not self.dist.is_main, dynamic_ncols=True, leave=False)
         t0 = time.perf_counter()
-        for step, (images, labels, _) in enumerate(bar, 1):
+        for step, (images, labels, lines) in enumerate(bar, 1):
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             loss, logits = train_step(run.model, images, labels, self.augment, run.optimizer,
                                       run.scaler, self.execution, cfg.label_smoothing,
                                       self.class_weights)
             run.scheduler.step()
+            self.margins.update(logits, labels, lines)
             count += len(labels)
             sums += torch.stack([loss.detach().double() * len(labels),
                                  (logits.argmax(1) == labels).sum().double()])
@@ -380,20 +378,22 @@ class Trainer:
                  "a smaller --input-shape or --patience shortens it")
 
     # ---------------------------------------------------------------- checkpoints
-    def _save_checkpoints(self, val: EvalResult | None, run: _PhaseRun) -> None:
+    def _save_checkpoints(self, val: EvalResult | None, run: _PhaseRun,
+                          margins: MarginAccumulator) -> None:
         """Periodic copy, then ``best.pth`` on a new best top-1, then ``last.pth``.
 
         ``last.pth`` goes last: a run killed between the writes resumes from the previous
-        epoch and writes the others again, so none is ever skipped.
+        epoch and writes the others again, so none is ever skipped.  The margin tallies go
+        into the checkpoints a run resumes from, not into ``best.pth`` (the model users ship).
         """
         state = self.state
         state.optimizer, state.scheduler = run.optimizer.state_dict(), run.scheduler.state_dict()
-        state.scaler = run.scaler.state_dict()
+        state.scaler, state.margins = run.scaler.state_dict(), margins.state_dict()
         scores = {} if val is None else {"val_top1": val.top1, "val_topk": val.topk}
         ckpt = make_checkpoint(self.spec, self.model.state_dict(), **state.to_dict(), **scores,
                                config=to_dict(self.cfg))
         if self.cfg.save_period and state.epoch % self.cfg.save_period == 0:
             save_checkpoint(ckpt, self.run_dir / f"epoch_{state.epoch:03d}.pth")
         if state.best_epoch == state.epoch:
-            save_checkpoint(ckpt, self.run_dir / "best.pth")
+            save_checkpoint({**ckpt, "margins": None}, self.run_dir / "best.pth")
         save_checkpoint(ckpt, self.run_dir / "last.pth")
