@@ -13,9 +13,16 @@ at an ``Image path:`` prompt until end of input, so paths can also be piped in::
     python predict.py photos/ --csv predictions.csv  # a row per image, written as it goes
     python predict.py photos/ --sort-into sorted --min-confidence 0.8
     python predict.py cat.jpg --cam maps             # where the evidence lies (Grad-CAM)
+    python predict.py photos/ --reject auto          # "unknown" for images of no class
 
-``--sort-into DIR`` copies (never moves) each image into ``DIR/<predicted class>/``, or
-``DIR/_uncertain/`` under ``--min-confidence``; ``--cam DIR`` writes each image as the
+Probabilities are calibrated: the logits are divided by the temperature fitted on the
+validation set at the end of training.  ``--reject auto`` answers ``unknown`` for an image
+unlike the training images (below the threshold chosen on validation to keep 95% of the
+right answers, stored with the model).
+
+``--sort-into DIR`` copies (never moves) each image into ``DIR/<predicted class>/``,
+``DIR/_unknown/`` when the answer is "unknown", or ``DIR/_uncertain/`` under
+``--min-confidence``; ``--cam DIR`` writes each image as the
 model saw it with a heat map of the predicted class's evidence over it.  No output ever
 replaces a file: a name taken gets ``-2``, ``-3``, ...
 
@@ -68,6 +75,8 @@ def main(argv=None) -> int:
             return 0
     # Grad-CAM reads the network itself: PyTorch, whatever --runtime says.
     classifier = args.load(runtime="torch" if args.cam else None)
+    if args.reject == "auto":
+        classifier.check_rejection()  # before anything is written
     if args.classes:  # asked for: the model's names must be these (they name the output)
         classifier.label_map(read_classes(args.classes), args.classes)
     given: list[str] = []
@@ -84,7 +93,7 @@ def main(argv=None) -> int:
     outputs = Outputs(args, classifier.classes)
     try:
         for answer in classify(classifier, sources(), args.topk, args.batch_size,
-                               cam=bool(args.cam)):
+                               cam=bool(args.cam), reject=args.reject == "auto"):
             outputs.add(answer)
     finally:
         outputs.close()

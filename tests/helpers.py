@@ -12,7 +12,9 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
+#: The shared data sets: ``../shared/data`` beside the clone (as CI has it), or $SHARED_DATA.
+SHARED_DATA = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))
+SHARED_CIFAR = SHARED_DATA / "cifar10-jpg.tar.gz"
 
 #: One clearly separable colour per class, so a tiny model learns them in a few steps.
 COLOURS = [(220, 30, 30), (30, 200, 30), (30, 30, 220), (220, 220, 30), (200, 30, 200),
@@ -20,24 +22,30 @@ COLOURS = [(220, 30, 30), (30, 200, 30), (30, 30, 220), (220, 220, 30), (200, 30
 
 
 def make_image(path: Path, colour, size=(16, 16), seed=0, fmt=None) -> Path:
-    """Write a noisy solid-colour image (noise keeps every image distinct)."""
+    """Write an image of one colour, overlaid with a coarse 4x4 pattern and grain drawn from
+    ``seed``: the colour says the class, the pattern makes every image a different picture
+    (grain alone would make them near-copies to the import's duplicate audit)."""
     rng = np.random.default_rng(seed)
     h, w = size
-    pixels = np.clip(np.array(colour)[None, None, :] + rng.integers(-25, 26, (h, w, 3)), 0, 255)
+    pattern = rng.integers(-60, 61, (4, 4, 3))
+    pattern = pattern[np.arange(h) * 4 // h][:, np.arange(w) * 4 // w]
+    pixels = np.clip(np.array(colour)[None, None, :] + pattern
+                     + rng.integers(-25, 26, (h, w, 3)), 0, 255)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels.astype(np.uint8)).save(path, format=fmt)
     return path
 
 
 def make_dataset(root: Path, classes=("cat", "dog"), train=6, test=3, size=(16, 16),
-                 ext="png") -> Path:
-    """Create ``root/datasets/{train,test}/<class>/`` with ``train``/``test`` images each."""
+                 ext="png", seed=0) -> Path:
+    """Create ``root/datasets/{train,test}/<class>/`` with ``train``/``test`` images each
+    (datasets made with another ``seed`` share no picture with this one)."""
     for split, count in (("train", train), ("test", test)):
         for c, name in enumerate(classes):
             for i in range(count):
                 make_image(root / "datasets" / split / name / f"{i:03d}.{ext}",
                            COLOURS[c % len(COLOURS)], size,
-                           seed=zlib.crc32(f"{split}{c}/{i}".encode()))
+                           seed=zlib.crc32(f"{seed}/{split}{c}/{i}".encode()))
     return root / "datasets"
 
 

@@ -38,7 +38,7 @@ def test_classes_are_the_sorted_train_folders_and_lines_point_at_every_image(tmp
     assert "1;datasets/train/cat/nested/deeper.png" in train
     assert len(train) == 10 and len(lines(tmp_path / "cls_test.txt")) == 6
     # The table gives the per-class counts.
-    assert any(l.split() == ["cat", "4", "0", "2", "0"] for l in result.stdout.splitlines())
+    assert any(l.split() == ["cat", "4", "0", "2", "0", "0"] for l in result.stdout.splitlines())
     # Relative paths resolve against the annotation file's folder, from any working directory.
     samples = read_annotation(tmp_path / "cls_train.txt", ["Ant", "cat", "zebra"])
     assert samples[0] == (0, os.path.join(tmp_path, "datasets/train/Ant/000.png"))
@@ -118,8 +118,8 @@ def test_unusable_images_are_skipped_and_listed_with_a_reason(tmp_path):
     assert lines(tmp_path / "cls_train.txt") == [
         "0;datasets/train/cat/000.png", "0;datasets/train/cat/001.png",
         "1;datasets/train/dog/000.png", "1;datasets/train/dog/001.png"]
-    assert any(l.split() == ["dog", "2", "0", "1", "3"] for l in result.stdout.splitlines())
-    assert any(l.split() == ["total", "4", "0", "2", "3"] for l in result.stdout.splitlines())
+    assert any(l.split() == ["dog", "2", "0", "1", "3", "0"] for l in result.stdout.splitlines())
+    assert any(l.split() == ["total", "4", "0", "2", "3", "0"] for l in result.stdout.splitlines())
 
 
 def test_an_empty_class_warns_and_keeps_its_class_id(tmp_path):

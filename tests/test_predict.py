@@ -203,7 +203,10 @@ def test_a_checkpoint_names_its_own_classes_and_a_given_class_list_must_match(
     write_classes(tmp_path / "model_data" / "cls_classes.txt", ["cat", "dog", "frog"])
     results = run_json(project / image("red", 0), "--model", project / "logs/run1/best.pth")
     assert {p["class"] for p in results[0]["predictions"]} == set(CLASSES)
-    assert capsys.readouterr().err == ""
+    # No warning about the class list (this test checkpoint has no fitted temperature,
+    # which is said once per process: not the point here).
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "no fitted temperature" not in line] == []
     write_classes(tmp_path / "same.txt", ["red", "blue", "green"])  # the same names, reordered
     assert run_json(project / image("red", 0), "--model", project / "logs/run1/best.pth",
                     "--classes", "same.txt") == results

@@ -103,7 +103,7 @@ def test_a_train_only_dataset_gets_test_and_val_sets_held_out(tmp_path):
 
 def test_train_val_test_folders_are_used_as_they_are(tmp_path):
     make_dataset(tmp_path, classes=("a", "b"), train=5, test=2)
-    make_dataset(tmp_path / "v", classes=("a", "b"), train=0, test=3)
+    make_dataset(tmp_path / "v", classes=("a", "b"), train=0, test=3, seed=1)
     (tmp_path / "v/datasets/test").rename(tmp_path / "datasets/val")
     result = annotate(tmp_path)
     assert result.returncode == 0, result.stderr
@@ -122,7 +122,8 @@ def test_import_takes_train_val_and_plain_class_folder_layouts(tmp_path, layout)
         shutil.rmtree(dataset / "test")
         dataset = dataset / "train"
     else:
-        shutil.copytree(dataset / "test", dataset / "val")
+        make_dataset(tmp_path / "v", classes=("ants", "bees"), train=0, test=3, seed=1)
+        (tmp_path / "v/datasets/test").rename(dataset / "val")  # other pictures than test/
         archive = tmp_path / "photos.zip"
         with zipfile.ZipFile(archive, "w") as zf:
             for path in sorted(dataset.rglob("*.png")):

@@ -36,6 +36,19 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
             pass  # the folder could not be written in the first place
 
 
+def write_if_changed(path: str | os.PathLike, text: str) -> bool:
+    """:func:`write_atomic` unless the file already holds ``text`` (a re-run on the same
+    data touches nothing); True if written."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:  # as written: CSV rows end in \r\n
+            if f.read() == text:
+                return False
+    except (OSError, UnicodeDecodeError):
+        pass  # missing or unreadable: writing it says why, if it cannot be written either
+    write_atomic(path, text)
+    return True
+
+
 @contextlib.contextmanager
 def writing(what: str, then: str = ""):
     """Turn a failed write inside the block (a full disk, a read-only folder) into one
@@ -65,6 +78,13 @@ def spreadsheet_safe(value):
     """
     if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
         return "'" + value
+    return value
+
+
+def unescape_cell(value: str) -> str:
+    """A CSV cell read back as it was before :func:`spreadsheet_safe` (``'=x`` is ``=x``)."""
+    if value.startswith("'") and value[1:].startswith(_FORMULA_STARTS):
+        return value[1:]
     return value
 
 

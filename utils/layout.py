@@ -17,6 +17,9 @@ SPLIT_ALIASES = {"valid": "val", "validation": "val"}
 DEFAULT_CLASSES = "model_data/cls_classes.txt"
 #: The annotation file of each split, as txt_annotation.py writes them (in the project root).
 ANNOTATION_FILES = {split: f"cls_{split}.txt" for split in SPLITS}
+#: The import audit's findings (duplicates, conflicts, leaks, blank and tiny images), written
+#: beside the annotation files.
+AUDIT_FILE = "dataset_audit.csv"
 #: Decoded images, image-check verdicts and ONNX exports: anything rebuilt when missing.
 CACHE_DIR = ".cache"
 #: Training runs, one sub-folder each.

@@ -1,4 +1,5 @@
-"""The settings of ``txt_annotation.py``: which dataset, where the lists go, how to hold out."""
+"""The settings of ``txt_annotation.py``: which dataset, where the lists go, how to hold out,
+what the audit flags, and a reviewed relabelling to apply or undo first."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ from utils.data.splits import MAX_FRACTION
 from utils.layout import DATASETS, DEFAULT_CLASSES
 from utils.settings import MAX_WORKERS, above, between, setting
 
+#: The largest --tiny-side: an image side no camera reaches.
+MAX_SIDE = 100_000
 
 
 @dataclass
@@ -45,6 +48,21 @@ class AnnotationConfig:
     force: bool = setting(False, "replace a dataset already in the dataset folder", switch=True)
     workers: int = setting(default_workers(8), "processes checking images; 0 checks in this "
                            "process", valid=between(0, MAX_WORKERS), metavar="N")
+    keep_leaks: bool = setting(False, "keep held-out images that copy an image of another "
+                               "split in their lists (by default they are dropped, so the "
+                               "held-out figures stay honest; dataset_audit.csv lists them "
+                               "either way)", switch=True)
+    tiny_side: int | None = setting(None, "flag images whose shorter side is under N pixels "
+                                    "as tiny in dataset_audit.csv; 0 flags none",
+                                    valid=between(0, MAX_SIDE), metavar="N",
+                                    auto="a quarter of the training images' median shorter "
+                                         "side, at most 32")
+    apply: str | None = setting(None, "first move the images a reviewed relabel.csv lists "
+                                "(columns path,class; class _removed takes an image out of "
+                                "the dataset) into their new class folders, never deleting "
+                                "anything, then write the annotation files", metavar="CSV")
+    undo: bool = setting(False, "first put back the images the last --apply moved, then write "
+                         "the annotation files", switch=True)
 
     @property
     def wants_cifar10(self) -> bool:
@@ -54,3 +72,9 @@ class AnnotationConfig:
     def check(self) -> None:
         if self.wants_cifar10 and self.source:
             raise UserError("--cifar10 and --from are alternatives: give one")
+        if self.apply is not None and self.undo:
+            raise UserError("--apply and --undo are alternatives: give one")
+        if (self.apply is not None or self.undo) and (self.wants_cifar10 or self.source):
+            flag = "--undo" if self.undo else "--apply"
+            raise UserError(f"{flag} changes the dataset already in place: run it without "
+                            "--from or --cifar10")

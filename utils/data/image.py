@@ -19,6 +19,8 @@ about 89 megapixels; the ``MAX_IMAGE_PIXELS`` environment variable changes it).
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import stat
 import warnings
@@ -35,6 +37,8 @@ IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 
 _MAX_PIXELS_ENV = "MAX_IMAGE_PIXELS"
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+#: Files up to this size are read into memory whole when checked (see load_image_and_digest).
+_READ_AT_ONCE = 64 * 2**20
 #: A JPEG decodes at reduced scale only while it stays this many times the size asked for.
 _DRAFT_MARGIN = 8
 
@@ -87,26 +91,57 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
     decoding.  :func:`utils.data.preprocess.resize_cover` then needs memory in proportion to
     its output only, whatever the image's shape.
     """
-    limit = pixel_limit()
-    # Opening the file ourselves keeps Pillow from closing it under the returned image
-    # and lets an empty file be told apart from a corrupt one.
+    with open_regular_file(path) as f:  # ours: Pillow must not close it under the image
+        return _decode(f, path, size)
+
+
+def load_image_and_digest(path: str | os.PathLike) -> tuple[Image.Image, bytes]:
+    """:func:`load_image` of the whole file, and a 128-bit BLAKE2b digest of its bytes: what
+    the import check needs to fingerprint an image (exact copies by their bytes) without
+    reading the file twice.
+
+    A file up to :data:`_READ_AT_ONCE` bytes is read once and decoded from memory; a larger
+    one (a file that size is rarely an image) is decoded from disk and then hashed in
+    chunks, so a huge non-image never sits in memory whole.
+    """
     with open_regular_file(path) as f:
+        if os.fstat(f.fileno()).st_size <= _READ_AT_ONCE:
+            try:
+                data = f.read()
+            except OSError as exc:  # an I/O error on a failing disk
+                raise ImageError(path, f"cannot be read ({exc.strerror or exc})") from None
+            return _decode(io.BytesIO(data), path, None), hashlib.blake2b(
+                data, digest_size=16).digest()
+        image = _decode(f, path, None)
+        digest = hashlib.blake2b(digest_size=16)
         try:
-            # Pillow only warns between 1x and 2x the limit; a limit is a limit.
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                image = Image.open(f)
-                if size is not None:
-                    _draft(image, size)
-                image.load()
-        except UnidentifiedImageError:
-            raise ImageError(path, "not an image (unknown format or damaged header)") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageError(path, f"image too large (over {limit} pixels, a possible "
-                                   f"decompression bomb; set {_MAX_PIXELS_ENV} to allow bigger "
-                                   f"images)") from None
-        except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many types for bad data
-            raise ImageError(path, f"truncated or corrupt ({_short(exc)})") from None
+            f.seek(0)
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        except OSError as exc:
+            raise ImageError(path, f"cannot be read ({exc.strerror or exc})") from None
+        return image, digest.digest()
+
+
+def _decode(f: BinaryIO, path: str | os.PathLike, size: tuple[int, int] | None) -> Image.Image:
+    """The upright RGB image in the open file ``f`` (see :func:`load_image`)."""
+    limit = pixel_limit()
+    try:
+        # Pillow only warns between 1x and 2x the limit; a limit is a limit.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(f)
+            if size is not None:
+                _draft(image, size)
+            image.load()
+    except UnidentifiedImageError:
+        raise ImageError(path, "not an image (unknown format or damaged header)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(path, f"image too large (over {limit} pixels, a possible "
+                               f"decompression bomb; set {_MAX_PIXELS_ENV} to allow bigger "
+                               f"images)") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many types for bad data
+        raise ImageError(path, f"truncated or corrupt ({_short(exc)})") from None
     try:
         ImageOps.exif_transpose(image, in_place=True)  # in place: no copy when upright
         return to_rgb(image)

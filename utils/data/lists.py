@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from utils.cli import UserError
-from utils.fileio import write_atomic
+from utils.fileio import write_if_changed
 from utils.layout import ANNOTATION_FILES, DEFAULT_CLASSES, SPLITS
 from utils.names import class_name_problem, shown
 
@@ -119,7 +119,7 @@ def annotation_path(image: str | os.PathLike, base: str) -> str:
 
 def write_classes(path: str | os.PathLike, classes: Sequence[str]) -> bool:
     """Write the class list; returns False when the file already held exactly that."""
-    return _write_if_changed(Path(path), "".join(f"{name}\n" for name in classes))
+    return write_if_changed(Path(path), "".join(f"{name}\n" for name in classes))
 
 
 def write_annotation(path: str | os.PathLike, samples: Iterable[tuple[int, str]],
@@ -132,19 +132,7 @@ def write_annotation(path: str | os.PathLike, samples: Iterable[tuple[int, str]]
               if classes is not None else "")
     text = header + "".join(f"{label};{annotation_path(image, base)}\n"
                             for label, image in samples)
-    return _write_if_changed(path, text)
-
-
-def _write_if_changed(path: Path, text: str) -> bool:
-    """:func:`~utils.fileio.write_atomic` unless the file already holds ``text``; True if
-    written."""
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return False
-    except (OSError, UnicodeDecodeError):
-        pass  # missing or unreadable: writing it says why, if it cannot be written either
-    write_atomic(path, text)
-    return True
+    return write_if_changed(path, text)
 
 
 def write_annotations(classes: Sequence[str], samples: dict[str, list[tuple[int, str]]],

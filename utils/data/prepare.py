@@ -11,12 +11,13 @@ from typing import Sequence
 
 from utils.cli import UserError, warn
 from utils.data import splits
-from utils.data.checks import check_images
+from utils.data.audit import AuditResult, audit_lists, write_audit_csv
+from utils.data.checks import Inspection, inspect_images
 from utils.data.config import AnnotationConfig
 from utils.data.image import IMAGE_EXTENSIONS
 from utils.data.lists import write_annotations
 from utils.data.scan import SplitScan, find_classes, scan_splits, split_folders
-from utils.layout import ANNOTATION_FILES, CACHE_DIR, SPLITS
+from utils.layout import ANNOTATION_FILES, AUDIT_FILE, CACHE_DIR, SPLITS
 from utils.names import shown
 
 #: Largest / smallest training class above which the import suggests class weights.
@@ -30,14 +31,16 @@ def prepare_annotations(cfg: AnnotationConfig) -> None:
     ``val/`` and ``test/`` are optional: a missing (or image-less) one is carved out of
     ``train/``, ``val_fraction`` / ``test_fraction`` of each class (:mod:`utils.data.splits`,
     stable across re-runs).  Unusable images are skipped with one warning each (path +
-    reason) and a count per class and split is printed, with the class imbalance.  Files
-    are only rewritten when their content changes, so a re-run on the same data touches
-    nothing.  Verdicts are cached in ``<out_dir>/.cache/`` to keep re-runs fast.
+    reason) and a count per class and split is printed, with the class imbalance.  The
+    audit (:mod:`utils.data.audit`) runs on the lists once carved: leaks leave the held-out
+    lists, every finding goes to ``dataset_audit.csv``.  Files are only rewritten when
+    their content changes, so a re-run on the same data touches nothing.  Verdicts,
+    fingerprints and the audit are cached in ``<out_dir>/.cache/`` to keep re-runs fast.
     """
     datasets, out_dir = Path(cfg.datasets), Path(cfg.out_dir)
     train_dir = datasets / "train"
     classes, folders, scans = _scan(datasets)
-    usable, skipped = _checked(scans, classes, cfg.workers, out_dir / CACHE_DIR)
+    usable, skipped, inspection = _checked(scans, classes, cfg.workers, out_dir / CACHE_DIR)
     carved, sources = _held_out_sets(usable, classes, folders, datasets, cfg)
     if carved:
         for split in carved:
@@ -47,9 +50,11 @@ def prepare_annotations(cfg: AnnotationConfig) -> None:
                                                        cfg.split_seed, train_dir)
             for split, paths in held.items():
                 usable[split][name] = paths
+    found = _audit(usable, inspection, cfg, out_dir)
+    flagged = found.flagged()
 
-    counts = {name: [len(usable[split][name]) for split in SPLITS] + [skipped[name]]
-              for name in classes}
+    counts = {name: [len(usable[split][name]) for split in SPLITS]
+              + [skipped[name], flagged.get(name, 0)] for name in classes}
     _print_counts(counts)
     for split in SPLITS:
         print(f"{split:<5} images: {sources[split]}")
@@ -63,6 +68,7 @@ def prepare_annotations(cfg: AnnotationConfig) -> None:
     if not any(usable["train"].values()):
         raise UserError(f"no usable training images in {train_dir}/")
 
+    write_audit_csv(out_dir / AUDIT_FILE, found.rows)  # with the lists: none on an error
     samples = {split: [(class_id, path) for class_id, name in enumerate(classes)
                        for path in usable[split][name]] for split in SPLITS}
     write_annotations(classes, samples, cfg.classes, out_dir)
@@ -98,21 +104,36 @@ def _scan(datasets: Path) -> tuple[list[str], dict[str, Path], dict[str, SplitSc
 
 
 def _checked(scans: dict[str, SplitScan], classes: list[str], workers: int, cache_dir: Path
-             ) -> tuple[dict[str, dict[str, list[str]]], dict[str, int]]:
+             ) -> tuple[dict[str, dict[str, list[str]]], dict[str, int], Inspection]:
     """Per split and class, the images that decode; per class, how many were skipped (each
-    skipped file is named in a warning)."""
+    skipped file is named in a warning); and the check's findings, for the audit."""
     unusable = {path: why for scan in scans.values() for path, why in scan.unusable.items()}
     every = [p for scan in scans.values() for files in scan.images.values() for p in files
              if p not in unusable]
-    problems = {**unusable, **check_images(every, workers,
-                                           cache_file=cache_dir / "image-checks.json")}
+    inspection = inspect_images(every, workers, cache_file=cache_dir / "image-checks.json")
+    problems = {**unusable, **inspection.problems}
     for path, reason in problems.items():
         warn(f"skipped {shown(path)}: {reason}")
     usable = {split: {name: [p for p in scan.images.get(name, []) if p not in problems]
                       for name in classes} for split, scan in scans.items()}
     skipped = {name: sum(p in problems for scan in scans.values()
                          for p in scan.images.get(name, [])) for name in classes}
-    return usable, skipped
+    return usable, skipped, inspection
+
+
+def _audit(usable: dict[str, dict[str, list[str]]], inspection: Inspection,
+           cfg: AnnotationConfig, out_dir: Path) -> AuditResult:
+    """Audit the lists; drop the leaks from the held-out ones (unless ``--keep-leaks``);
+    say what ``dataset_audit.csv`` will hold in one line."""
+    found = audit_lists(usable, inspection, out_dir / CACHE_DIR / "audit.json", cfg.tiny_side,
+                        cfg.workers)
+    if found.leaks and not cfg.keep_leaks:
+        for split in SPLITS[1:]:
+            for name, paths in usable[split].items():
+                usable[split][name] = [p for p in paths if p not in found.leaks]
+    print(f"{found.summary(dropped=not cfg.keep_leaks)}"
+          + (f"; details in {out_dir / AUDIT_FILE}" if found.rows else ""))
+    return found
 
 
 def _held_out_sets(usable, classes, folders: dict[str, Path], datasets: Path,
@@ -145,7 +166,7 @@ def _warn_about_counts(counts: dict[str, list[int]], classes: Sequence[str], tra
                        val_fraction: float) -> None:
     """Empty classes, classes too small to validate, and class imbalance."""
     for name in classes:
-        train, val, test, _ = counts[name]
+        train, val, test, *_ = counts[name]
         if train == 0:
             warn(f"class {name!r} has no usable images in {train_dir / name}/: there is "
                  "nothing to learn it from")
@@ -163,9 +184,11 @@ def _warn_about_counts(counts: dict[str, list[int]], classes: Sequence[str], tra
 
 
 def _print_counts(counts: dict[str, list[int]]) -> None:
-    """The per-class table: usable train / val / test images and skipped files."""
+    """The per-class table: usable train / val / test images, skipped files, and images
+    flagged by the audit (``dataset_audit.csv``)."""
     width = max(len("class"), *map(len, counts))
     rows = [*counts.items(), ("total", [sum(column) for column in zip(*counts.values())])]
-    print(f"{'class':<{width}}  " + "  ".join(f"{h:>7}" for h in (*SPLITS, "skipped")))
+    print(f"{'class':<{width}}  "
+          + "  ".join(f"{h:>7}" for h in (*SPLITS, "skipped", "flagged")))
     for name, numbers in rows:
         print(f"{name:<{width}}  " + "  ".join(f"{n:>7}" for n in numbers))

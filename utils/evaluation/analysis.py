@@ -43,13 +43,15 @@ class Analysis:
 
 def analyse(result: EvalResult, samples: Sequence[tuple[int, str]], classes: Sequence[str],
             geometry: Geometry, out: str | os.PathLike, *, model: torch.nn.Module | None = None,
-            execution: Execution | None = None) -> Analysis:
+            execution: Execution | None = None, temperature: float | None = None) -> Analysis:
     """Write ``errors.csv`` and ``top_losses.png`` into ``out`` for an evaluation of
-    ``samples`` kept per image; ``model`` and ``execution`` add the Grad-CAM maps."""
+    ``samples`` kept per image; ``model`` and ``execution`` add the Grad-CAM maps;
+    ``temperature`` calibrates the confidences shown."""
     out = Path(out)
     lines = result.lines.tolist()
     predictions = predictions_from_logits([samples[i][1] for i in lines], result.logits,
-                                          torch.tensor([samples[i][0] for i in lines]))
+                                          torch.tensor([samples[i][0] for i in lines]),
+                                          temperature)
     errors = write_errors_csv(predictions, classes, out / "errors.csv")
     worst = [(e, load_or_warn(e.path)) for e in errors[:GALLERY]]
     worst = [(e, to_uint8(image, geometry)) for e, image in worst if image is not None]

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from utils.evaluation.intervals import Interval, wilson
+
 #: The "top-5" of every report: top-k with k = min(TOP_K, number of classes).
 TOP_K = 5
 
@@ -25,12 +27,16 @@ class Metric:
         label: how it is shown; ``{k}`` stands for the k of top-k.
         percent: a fraction, shown as a percentage (else shown with four decimals).
         higher_is_better: whether a larger value is a better model.
+        counted: for a share of the images, the :class:`EvalResult
+            <utils.evaluation.scoring.EvalResult>` attribute counting its successes: the
+            figure then carries its Wilson 95% interval and image count everywhere.
     """
 
     key: str
     label: str
     percent: bool = True
     higher_is_better: bool = True
+    counted: str | None = None
 
     def title(self, k: int) -> str:
         return self.label.format(k=k)
@@ -41,8 +47,8 @@ class Metric:
 
 #: Every figure of an evaluation, in the order reports show them.
 METRICS = (
-    Metric("top1", "top-1"),
-    Metric("topk", "top-{k}"),
+    Metric("top1", "top-1", counted="top1_correct"),
+    Metric("topk", "top-{k}", counted="topk_correct"),
     Metric("mean_recall", "mean recall"),
     Metric("mean_precision", "mean precision"),
     Metric("loss", "loss", percent=False, higher_is_better=False),
@@ -82,6 +88,16 @@ class ClassReport:
     recall: list[float]
     support: list[int]  #: images of the class in the evaluated set
     predicted: list[int]  #: images predicted as the class
+    correct: list[int]  #: images of the class predicted as it
+
+    def recall_interval(self, i: int) -> Interval:
+        """Class ``i``'s recall with its Wilson 95% interval (out of its images)."""
+        return wilson(self.correct[i], self.support[i])
+
+    def precision_interval(self, i: int) -> Interval:
+        """Class ``i``'s precision with its Wilson 95% interval (out of the images
+        predicted as it)."""
+        return wilson(self.correct[i], self.predicted[i])
 
     @property
     def mean_precision(self) -> float:
@@ -105,4 +121,4 @@ def class_report(matrix: torch.Tensor) -> ClassReport:
     precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))
     recall = torch.where(actual > 0, tp / actual.clamp(min=1), torch.zeros_like(tp))
     return ClassReport(precision.tolist(), recall.tolist(), actual.long().tolist(),
-                       predicted.long().tolist())
+                       predicted.long().tolist(), tp.long().tolist())

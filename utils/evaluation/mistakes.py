@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from utils.data.image import ImageError, load_image
+from utils.evaluation.calibration import softmax
 from utils.evaluation.cam import as_rgb_array, overlay
 from utils.evaluation.plots import plot_top_losses
 from utils.fileio import CsvWriter
@@ -60,14 +61,18 @@ class ConfusedPair:
 
 
 def predictions_from_logits(paths: Sequence[str], logits: torch.Tensor,
-                            targets: torch.Tensor) -> list[Prediction]:
-    """One :class:`Prediction` per row of ``logits`` (N, C), with true classes ``targets``."""
+                            targets: torch.Tensor,
+                            temperature: float | None = None) -> list[Prediction]:
+    """One :class:`Prediction` per row of ``logits`` (N, C), with true classes ``targets``;
+    the confidence is the model's calibrated probability (``temperature``, 1 when None), the
+    loss the plain cross-entropy of the logits."""
     logits = logits.detach().float().cpu()
     targets = targets.detach().long().cpu()
     if not len(paths) == len(logits) == len(targets):
         raise ValueError(f"{len(paths)} paths, {len(logits)} logits and {len(targets)} "
                          "targets: one of each per image is needed")
-    confidence, predicted = logits.softmax(1).max(1)
+    probabilities = torch.from_numpy(softmax(logits.numpy(), temperature))
+    confidence, predicted = probabilities.max(1)
     loss = F.cross_entropy(logits, targets, reduction="none")
     return [Prediction(str(p), t, c, conf, l) for p, t, c, conf, l in
             zip(paths, targets.tolist(), predicted.tolist(), confidence.tolist(),

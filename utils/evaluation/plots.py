@@ -249,3 +249,9 @@ def _save(fig: Figure, path: str | os.PathLike) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> None:
+    """Write a figure made elsewhere (the reliability diagram) as plots here are written:
+    a PNG, atomically."""
+    _save(fig, path)

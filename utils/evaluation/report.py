@@ -33,6 +33,7 @@ import torch
 from PIL import Image
 
 from utils.evaluation.cam import as_rgb_array, overlay
+from utils.evaluation.intervals import Interval, format_ci, format_interval
 from utils.evaluation.metrics import METRICS, TOP_K, ClassReport
 from utils.evaluation.mistakes import ConfusedPair, Prediction, thumbnail
 from utils.evaluation.plots import whole_percent
@@ -68,15 +69,15 @@ class Report:
     def add_results(self, metrics: Mapping[str, Any], heading: str = "Test results") -> None:
         """Headline figures as cards, from an evaluation's summary (``results.json``'s
         ``test``, ``metrics.json``): each of :data:`~utils.evaluation.metrics.METRICS`
-        present, then the image count."""
+        present, under it its 95% interval when it has one, then the image count."""
         k = metrics.get("k", TOP_K)
         cards = [(m.key, m.title(k) + (" accuracy" if m.key in ("top1", "topk") else ""),
                   m.show) for m in METRICS]
         cards.append(("images", "images", lambda v: f"{v:,}"))
         body = "".join(
             f"<div class='card'><div class='value'>{escape(fmt(metrics[key]))}</div>"
-            f"<div class='label'>{escape(label)}</div></div>"
-            for key, label, fmt in cards if metrics.get(key) is not None)
+            f"<div class='label'>{escape(label)}</div>{_ci_note(metrics.get(key + '_ci'))}"
+            "</div>" for key, label, fmt in cards if metrics.get(key) is not None)
         self.add_section(heading, f"<div class='cards'>{body}</div>")
 
     def add_images(self, heading: str, images: Sequence, captions: Sequence[str] = ()) -> None:
@@ -128,22 +129,26 @@ class Report:
 
     def add_per_class(self, classes: Sequence[str], report: ClassReport,
                       heading: str = "Per class") -> None:
-        """Precision, recall and support of every class, recall drawn as a bar; a figure
-        that does not exist (no image of the class, nothing predicted as it) reads "n/a"."""
+        """Precision and recall of every class with their 95% intervals, recall drawn as a
+        bar, and support; a figure that does not exist (no image of the class, nothing
+        predicted as it) reads "n/a"."""
         rows = []
         for i, name in enumerate(classes):
-            p, r = report.precision[i], report.recall[i]
-            s, n = report.support[i], report.predicted[i]
-            recall = percent(r) if s else "n/a"
-            precision = percent(p) if s or n else "n/a"
+            r, s, n = report.recall[i], report.support[i], report.predicted[i]
+            recall = _with_interval(report.recall_interval(i)) if s else "n/a"
+            precision = _with_interval(report.precision_interval(i)) if n else (
+                escape(percent(0.0)) if s else "n/a")
             rows.append(
                 f"<tr><td class='num muted'>{i}</td><th>{escape(name)}</th>"
-                f"<td class='num'>{escape(precision)}</td><td class='num'>{escape(recall)}</td>"
+                f"<td class='num'>{precision}</td><td class='num'>{recall}</td>"
                 f"<td class='barcell'><div class='bar'><span style='width:{100 * r:.1f}%'>"
                 f"</span></div></td><td class='num'>{int(s):,}</td></tr>")
-        self.add_section(heading, "<div class='scroll'><table class='perclass'><thead><tr>"
-                  "<th>id</th><th>class</th><th>precision</th><th>recall</th><th></th>"
-                  f"<th>images</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+        self.add_section(heading, "<p class='muted'>Each figure with its 95% interval "
+                         "(Wilson): recall out of the class's images, precision out of the "
+                         "images predicted as it.</p><div class='scroll'><table "
+                         "class='perclass'><thead><tr><th>id</th><th>class</th>"
+                         "<th>precision</th><th>recall</th><th></th><th>images</th></tr>"
+                         f"</thead><tbody>{''.join(rows)}</tbody></table></div>")
 
     def add_confused(self, pairs: Sequence[ConfusedPair], classes: Sequence[str],
                      limit: int = 20, heading: str = "Most confused classes") -> None:
@@ -265,6 +270,21 @@ def percent(fraction: float, digits: int = 2) -> str:
     return f"{100 * fraction:.{digits}f}%"
 
 
+def _ci_note(ci: Mapping[str, Any] | None) -> str:
+    """A card's interval line: ``95% CI 90.2–98.4%, 100 images`` (red when too wide)."""
+    if not ci:
+        return ""
+    text = format_ci(ci["successes"], ci["count"])
+    wide = " wide" if ":" in text else ""
+    return f"<div class='ci{wide}'>{escape(text)}</div>"
+
+
+def _with_interval(interval: Interval) -> str:
+    """``96.00%`` with ``90.2–98.4`` under it, as table-cell HTML."""
+    return (f"{escape(percent(interval.estimate))}<small class='ci'>"
+            f"{escape(format_interval(interval))}</small>")
+
+
 def _name(image) -> str:
     return os.path.basename(image) if isinstance(image, (str, os.PathLike)) else "figure"
 
@@ -321,13 +341,15 @@ nav a { font-size:13px; color:var(--accent); text-decoration:none; background:va
 section { background:var(--card); border:1px solid var(--line); border-radius:12px;
           padding:18px 22px 20px; margin:18px 0; box-shadow:0 1px 2px rgba(16,24,40,.04); }
 h2 { font-size:18px; margin:0 0 12px; }
-.muted { color:var(--muted); } .small { font-size:12.5px; } .bad { color:var(--bad); }
+.muted { color:var(--muted); } .small { font-size:12.5px; }
 pre.plan { background:var(--bg); border-radius:8px; padding:10px 14px; font-size:13px;
            overflow-x:auto; white-space:pre-wrap; }
 .cards { display:grid; grid-template-columns:repeat(auto-fit,minmax(150px,1fr)); gap:12px; }
 .card { border:1px solid var(--line); border-radius:10px; padding:12px 16px; }
 .card .value { font-size:28px; font-weight:650; font-variant-numeric:tabular-nums; }
 .card .label { color:var(--muted); font-size:13px; }
+.card .ci, small.ci { color:var(--muted); font-size:12px; display:block; }
+.ci.wide, .bad { color:var(--bad); }
 table { border-collapse:collapse; font-size:14px; }
 th, td { padding:5px 10px; border-bottom:1px solid var(--line); text-align:left;
          vertical-align:middle; }

@@ -8,8 +8,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from utils.evaluation.metrics import (METRICS, TOP_K, ClassReport, ConfusionMatrix, class_report,
-                                      topk_correct)
+from utils.evaluation.intervals import Interval, format_ci, format_short, wilson
+from utils.evaluation.metrics import (METRICS, TOP_K, ClassReport, ConfusionMatrix, Metric,
+                                      class_report, topk_correct)
 from utils.model.execution import Execution
 
 
@@ -22,9 +23,11 @@ class EvalResult:
     topk_correct: int
     count: int
     matrix: torch.Tensor
-    #: With ``evaluate(keep=True)``: each image's annotation line and float32 logits (CPU).
+    #: With ``evaluate(keep=True)``: each image's annotation line, float32 logits and true
+    #: class (CPU).
     lines: torch.Tensor | None = None
     logits: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
 
     @property
     def loss(self) -> float:
@@ -58,11 +61,39 @@ class EvalResult:
     def mean_precision(self) -> float:
         return self.report.mean_precision
 
+    def interval(self, metric: Metric) -> Interval | None:
+        """A counted metric's Wilson 95% interval over the evaluated images (else None)."""
+        if metric.counted is None:
+            return None
+        return wilson(getattr(self, metric.counted), self.count)
+
+    def describe(self, metric: Metric, short: bool = False) -> str:
+        """The figure as printed: ``96.00% (95% CI 90.2–98.4%, 100 images)``, or with
+        ``short`` (the per-epoch line) ``96.0% [90.2–98.4]``."""
+        if metric.counted is None:
+            return metric.show(getattr(self, metric.key))
+        if short:
+            return format_short(getattr(self, metric.counted), self.count)
+        return (f"{metric.show(getattr(self, metric.key))} "
+                f"({format_ci(getattr(self, metric.counted), self.count)})")
+
+    def correct(self) -> torch.Tensor | None:
+        """Kept per image (``keep``): whether its top-1 was right, in annotation order."""
+        if self.lines is None or self.labels is None:
+            return None
+        return (self.logits.argmax(1) == self.labels)[self.lines.argsort()]
+
     def summary(self) -> dict[str, float | int]:
         """Every figure of :data:`~utils.evaluation.metrics.METRICS` by its key, fractions in
-        [0, 1], with the image count and the k of top-k."""
-        return {"images": self.count, "k": self.k,
-                **{metric.key: getattr(self, metric.key) for metric in METRICS}}
+        [0, 1], with the image count and the k of top-k; a counted figure also has its
+        interval as ``<key>_ci`` (``low``, ``high``, ``successes``, ``count``)."""
+        out: dict = {"images": self.count, "k": self.k}
+        for metric in METRICS:
+            out[metric.key] = getattr(self, metric.key)
+            interval = self.interval(metric)
+            if interval is not None:
+                out[f"{metric.key}_ci"] = interval.as_dict()
+        return out
 
 
 def evaluate(model: torch.nn.Module, batches, execution: Execution, num_classes: int, *,
@@ -105,7 +136,7 @@ def evaluate_logits(logits_of: Callable[[torch.Tensor], torch.Tensor], batches,
         labels = labels.to(device, non_blocking=True)
         logits = logits_of(images)
         if keep:
-            kept.append((lines, logits.cpu()))
+            kept.append((lines, logits.cpu(), labels.cpu()))
         count += len(labels)
         sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(),
                              topk_correct(logits, labels, 1).double(),
@@ -116,6 +147,7 @@ def evaluate_logits(logits_of: Callable[[torch.Tensor], torch.Tensor], batches,
         reduce(sums)
         reduce(matrix.matrix)
     loss, top1, topk, count = sums.tolist()
-    lines, logits = (torch.cat(column) for column in zip(*kept)) if kept else (None, None)
+    lines, logits, labels = ((torch.cat(column) for column in zip(*kept)) if kept
+                             else (None, None, None))
     return EvalResult(loss, round(top1), round(topk), round(count), matrix.matrix.cpu(),
-                      lines, logits)
+                      lines, logits, labels)

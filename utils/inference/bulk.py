@@ -2,10 +2,11 @@
 
 ``predict.py --csv out.csv`` writes one row per image as soon as it is classified;
 ``predict.py --sort-into DIR`` *copies* (never moves) each image into ``DIR/<predicted
-class>/``, and into ``DIR/_uncertain/`` when the top probability is under
-``--min-confidence``; ``predict.py --cam DIR`` writes each image's class-activation map
-there (:func:`write_new`).  Nothing is ever overwritten: a name taken (by an earlier run, or by an
-image of the same name from another folder) gets ``name-2.jpg``, ``name-3.jpg``, ...
+class>/``, into ``DIR/_unknown/`` when ``--reject auto`` answers "unknown", and into
+``DIR/_uncertain/`` when the top probability is under ``--min-confidence``;
+``predict.py --cam DIR`` writes each image's class-activation map there (:func:`write_new`).
+Nothing is ever overwritten: a name taken (by an earlier run, or by an image of the same name
+from another folder) gets ``name-2.jpg``, ``name-3.jpg``, ...
 """
 from __future__ import annotations
 
@@ -20,12 +21,15 @@ from utils.cli import UserError
 from utils.fileio import CsvWriter
 
 UNCERTAIN = "_uncertain"
+UNKNOWN = "_unknown"
 
 
 class CsvPredictions:
-    """``path, class_1, probability_1, ..., class_k, probability_k``, a row per image."""
+    """``path, class_1, probability_1, ..., class_k, probability_k``, a row per image; with
+    ``reject`` (``--reject auto``) an ``answer`` column after the path: ``unknown`` or the
+    top class."""
 
-    def __init__(self, path: str | os.PathLike, k: int):
+    def __init__(self, path: str | os.PathLike, k: int, reject: bool = False):
         self.path = Path(path)
         try:
             self.file = open(self.path, "x", newline="", encoding="utf-8")
@@ -34,11 +38,16 @@ class CsvPredictions:
         except OSError as exc:
             raise UserError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         self.writer = CsvWriter(self.file)
-        self.writer.writerow(["path", *(f"{name}_{i}" for i in range(1, k + 1)
-                                       for name in ("class", "probability"))])
+        self.writer.writerow(["path", *(["answer"] if reject else []),
+                              *(f"{name}_{i}" for i in range(1, k + 1)
+                                for name in ("class", "probability"))])
 
-    def add(self, path: str, top: Sequence[tuple[str, float]]) -> None:
-        self.writer.writerow([path, *(v for name, p in top for v in (name, f"{p:.6f}"))])
+    def add(self, path: str, top: Sequence[tuple[str, float]],
+            unknown: bool | None = None) -> None:
+        """A row; ``unknown`` (``--reject auto`` only) fills the ``answer`` column."""
+        answer = [] if unknown is None else ["unknown" if unknown else top[0][0]]
+        self.writer.writerow([path, *answer,
+                              *(v for name, p in top for v in (name, f"{p:.6f}"))])
         self.file.flush()  # a long run interrupted still leaves every row it made
 
     def close(self) -> None:
@@ -46,8 +55,9 @@ class CsvPredictions:
 
 
 def bucket(name: str, classes: Sequence[str]) -> str:
-    """A folder name for images of no class (``_uncertain``): ``name``, with more leading
-    underscores while a class is called that, so a real class is never mixed with them."""
+    """A folder name for images of no class (``_uncertain``, ``_unknown``): ``name``, with
+    more leading underscores while a class is called that, so a real class is never mixed
+    with them."""
     while name in classes:
         name = "_" + name
     return name
@@ -55,10 +65,11 @@ def bucket(name: str, classes: Sequence[str]) -> str:
 
 def sort_into(folder: str | os.PathLike, image: str | os.PathLike,
               top: Sequence[tuple[str, float]], min_confidence: float = 0.0,
-              uncertain: str = UNCERTAIN) -> Path:
-    """Copy ``image`` into ``folder/<predicted class>/`` (or ``uncertain/``); the copy's
-    path, under a free name (or the copy already there: sorting an image twice, or again
-    after an interrupted run, adds nothing)."""
+              uncertain: str = UNCERTAIN, unknown: str | None = None) -> Path:
+    """Copy ``image`` into ``folder/<predicted class>/``, or ``folder/<unknown>/`` when the
+    answer is "unknown" (``unknown`` given: the bucket's name), or ``uncertain/``; the
+    copy's path, under a free name (or the copy already there: sorting an image twice, or
+    again after an interrupted run, adds nothing)."""
     name, probability = top[0]
     source = Path(image)
 
@@ -66,7 +77,8 @@ def sort_into(folder: str | os.PathLike, image: str | os.PathLike,
         with open(source, "rb") as src:
             shutil.copyfileobj(src, dst)
 
-    target = Path(folder) / (name if probability >= min_confidence else uncertain)
+    target = Path(folder) / (unknown if unknown is not None else
+                             name if probability >= min_confidence else uncertain)
     path = write_new(target, source.name, copy, what=f"copy {source}")
     shutil.copystat(source, path)
     return path

@@ -4,6 +4,12 @@
 >>> probs = clf.predict([load_image("cat.jpg")])         # (1, num_classes), rows sum to 1
 >>> clf.topk(probs, 3)[0]                                # [("cat", 0.93), ("dog", 0.05), ...]
 
+Every probability shown anywhere is ``softmax(logits / T)`` with the model's fitted
+temperature T (:attr:`Classifier.temperature`: 1 for a model trained before calibration,
+said once); the arg-max, hence every top-1, is the same at any T.  A model whose
+description has a rejection threshold also answers "unknown" (:meth:`Classifier.scores`,
+:meth:`Classifier.unknown`): see :mod:`utils.evaluation.typicality`.
+
 Images go through exactly the evaluation preprocessing of training
 (:func:`utils.data.preprocess.eval_array` with the model's geometry, then the model's
 normalisation), so a prediction sees the pixels the validation score was measured on.
@@ -29,6 +35,8 @@ from PIL import Image
 from utils.cli import UserError, warn
 from utils.data.lists import read_classes
 from utils.data.preprocess import eval_array
+from utils.evaluation.calibration import softmax
+from utils.evaluation.ood import rejects, score
 from utils.inference.onnx_runtime import is_onnx_path, load_onnx
 from utils.layout import CACHE_DIR
 
@@ -44,6 +52,8 @@ TTA_MODES = ("none", "flip")
 #: nothing measurable at 32x32, which a saving in proportion to the pixels follows.
 EXPORT_SECONDS = 10.0
 EXPORT_SAVES_MS_AT_224 = 1.5
+#: Models already said to have no fitted temperature (said once per model and process).
+_UNCALIBRATED_SAID: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -155,6 +165,11 @@ class Classifier:
         load = cls._load_onnx if is_onnx_path(source.path) else cls._load_checkpoint
         classifier = load(source, options)
         classifier.tta = options.tta
+        if classifier.spec.temperature is None and source.path not in _UNCALIBRATED_SAID:
+            _UNCALIBRATED_SAID.add(source.path)
+            warn(f"{source.path} has no fitted temperature (only a run's best.pth is "
+                 "calibrated, at the end of training): its probabilities are the plain softmax "
+                 "(temperature 1)")
         return classifier
 
     @classmethod
@@ -183,6 +198,7 @@ class Classifier:
 
         path = source.path
         spec, weights, info = torch_runtime.read_model(source)
+        typicality = info.pop("typicality", None)
         info = {"path": str(path), **info}
         # Asking for ONNX Runtime is asking for the CPU it runs on, even beside a GPU.
         device = resolve_device("cpu" if options.runtime == "onnxruntime"
@@ -198,7 +214,7 @@ class Classifier:
                                 "--runtime torch")
             try:
                 _, onnx_runtime, _ = load_onnx(cached_export(path, spec, weights, info,
-                                                             options.cache_dir))
+                                                             options.cache_dir, typicality))
                 return cls(spec, onnx_runtime, info)
             except Exception as exc:  # noqa: BLE001 - whatever stops the export
                 reason = (f"{type(exc).__name__}: "
@@ -209,7 +225,7 @@ class Classifier:
                 warn(f"running {path} with torch: no ONNX export ({reason})")
         model = build_model(spec, weights, path)
         execution = Execution.create(spec, device, options.amp, options.channels_last)
-        return cls(spec, torch_runtime.TorchRuntime(model, execution), info)
+        return cls(spec, torch_runtime.TorchRuntime(model, execution, typicality), info)
 
     def describe(self) -> str:
         """One line saying what model this is, e.g. for the top of a report."""
@@ -259,9 +275,46 @@ class Classifier:
             logits = (logits + self.runtime.array_logits(mirrored)) / 2
         return logits
 
+    @property
+    def temperature(self) -> float:
+        """The logits are divided by it before the softmax (1: never calibrated)."""
+        return self.spec.temperature or 1.0
+
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, num_classes) of a uint8 (N, 3, H, W) batch."""
-        return softmax(self.array_logits(batch))
+        """Calibrated class probabilities (N, num_classes) of a uint8 (N, 3, H, W) batch."""
+        return softmax(self.array_logits(batch), self.temperature).astype(np.float32)
+
+    def check_rejection(self) -> None:
+        """A :class:`UserError` unless this model can answer "unknown" (``--reject auto``):
+        a threshold in its description, and the score it applies to."""
+        where = self.info.get("path", "the model")
+        rejection = self.spec.rejection
+        if rejection is None:
+            raise UserError(f"{where} has no rejection threshold (trained before the "
+                            "'unknown' answer, or without a validation set): train it again "
+                            "with a validation set, or leave --reject off")
+        if rejection.score == "typicality" and not getattr(self.runtime, "typical", False):
+            raise UserError(f"{where} has no typicality output (an int8 or older export): "
+                            "--reject auto needs the float model exported from a checkpoint "
+                            "that has one, or the checkpoint (.pth) itself")
+
+    def scores(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated probabilities and the model's rejection score (higher = more like the
+        training images) of a uint8 batch; needs :meth:`check_rejection` to pass."""
+        rejection = self.spec.rejection
+        if rejection.score != "typicality":
+            logits = self.array_logits(batch)
+            return (softmax(logits, self.temperature).astype(np.float32),
+                    score(logits, rejection.score, self.temperature))
+        logits, typicality = self.runtime.array_scores(batch)
+        if self.tta == "flip":
+            mirrored = self.runtime.array_scores(np.ascontiguousarray(batch[..., ::-1]))
+            logits, typicality = (logits + mirrored[0]) / 2, (typicality + mirrored[1]) / 2
+        return softmax(logits, self.temperature).astype(np.float32), typicality
+
+    def unknown(self, scores: np.ndarray) -> np.ndarray:
+        """True where the answer is "unknown" (the score below the model's threshold)."""
+        return rejects(self.spec.rejection, scores)
 
     def predict(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
         """Class probabilities (N, num_classes), float32, computed ``batch_size`` at a time."""
@@ -308,12 +361,6 @@ def choose_runtime(requested: str, device_type: str, full_precision: bool,
     h, w = input_shape
     saved = (images or 0) * EXPORT_SAVES_MS_AT_224 / 1000 * (h * w) / (224 * 224)
     return "onnxruntime" if saved >= EXPORT_SECONDS or export_cached() else "torch"
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of float32 logits (shifted by the row maximum: no overflow)."""
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def _names(names: Sequence[str], limit: int = 4) -> str:

@@ -17,6 +17,8 @@ from utils.model.precision import AMP_MODES
 from utils.settings import MAX_BATCH, MAX_WORKERS, at_least, between, setting
 
 MODEL = "model"  #: the ``--help`` section of the shared flags
+#: ``predict.py --reject``: ``auto`` uses the model's own threshold (there is no other).
+REJECT_MODES = ("off", "auto")
 
 
 @dataclass
@@ -83,6 +85,9 @@ class PredictConfig(ModelChoice):
     min_confidence: float = setting(0.0, "--sort-into: images whose top probability is under "
                                     "P go to DIR/_uncertain/", valid=between(0, 1),
                                     metavar="P")
+    reject: str = setting("off", "auto: answer 'unknown' for images unlike the training "
+                          "images (below the threshold chosen on validation and stored with "
+                          "the model); --sort-into puts them in DIR/_unknown/", REJECT_MODES)
     cam: str | None = setting(None, "write each image's class-activation map (Grad-CAM of the "
                               "predicted class) into DIR/ (checkpoints only)", metavar="DIR")
     batch_size: int = setting(64, "images per forward pass", valid=at_least(1, high=MAX_BATCH))
@@ -122,6 +127,10 @@ class EvalConfig(ModelChoice):
     channels_last: bool = setting(True, "channels-last memory format, as in training")
     one_by_one: bool = setting(False, "evaluate one image at a time (the slow baseline, for "
                                "comparison)", switch=True)
+    ood: str | None = setting(None, "a folder of images of none of the model's classes (any "
+                              "layout): also report how well the model tells them from the "
+                              "evaluated images (AUROC) and how many its threshold answers "
+                              "'unknown'", metavar="DIR")
 
 
 def latest_checkpoint(logs: str | os.PathLike = LOGS) -> Path:

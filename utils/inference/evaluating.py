@@ -19,7 +19,9 @@ from utils.data.batches import Loading, make_batches, one_by_one_batches
 from utils.data.checks import check_images
 from utils.data.lists import read_annotation, read_classes
 from utils.data.scan import scan_splits
+from utils.evaluation.confidence_report import add_unknown, describe_calibration
 from utils.evaluation.metrics import METRICS
+from utils.evaluation.ood import OodReport
 from utils.evaluation.outputs import summary, write_evaluation
 from utils.evaluation.report import Report
 from utils.evaluation.scoring import evaluate_logits
@@ -27,6 +29,7 @@ from utils.fileio import output_target, write_json, writing
 from utils.inference.classifier import Classifier
 from utils.inference.config import EvalConfig
 from utils.inference.onnx_runtime import is_onnx_path
+from utils.inference.unknown import measure_unknown, unknown_paths
 from utils.layout import CACHE_DIR, DEFAULT_CLASSES, SPLIT_ALIASES, SPLITS
 from utils.names import shown
 
@@ -37,10 +40,11 @@ _SPLIT_NAMES = {*SPLITS, *SPLIT_ALIASES}
 def evaluate_model(cfg: EvalConfig) -> dict:
     """Score the model ``cfg`` names on its images, write the reports into ``cfg.out`` and
     print the figures; returns ``metrics.json``'s content."""
-    output_target(cfg.out, folder=True, protect=[cfg.model, cfg.annotation, cfg.folder])
+    output_target(cfg.out, folder=True, protect=[cfg.model, cfg.annotation, cfg.folder, cfg.ood])
     if is_run_folder(cfg.out):
         raise UserError(f"--out {cfg.out} is a training run's folder: its report.html and "
                         "figures would be replaced; choose another --out")
+    unknown = unknown_paths(cfg.ood) if cfg.ood else None  # a wrong flag is said first
     source = cfg.folder or cfg.annotation
     if cfg.folder:
         listed, names = folder_samples(cfg.folder)
@@ -73,21 +77,25 @@ def evaluate_model(cfg: EvalConfig) -> dict:
         raise UserError(f"none of the images in {source} could be read")
 
     seconds = finished - start
-    metrics = {**summary(result, classifier.classes), "model": classifier.info.get("path"),
+    ood = None if unknown is None else measure_unknown(classifier, samples, unknown,
+                                                       cfg.batch_size)
+    metrics = {**summary(result, classifier.classes, classifier.spec.temperature),
+               "model": classifier.info.get("path"),
                "runtime": classifier.runtime.name, "annotation": source,
                "tta": classifier.tta, "seconds": seconds,
                "images_per_second": result.count / seconds, "one_by_one": cfg.one_by_one}
+    if ood is not None:
+        metrics["ood"] = {"folder": cfg.ood, **ood.as_dict()}
     out = Path(cfg.out)
     with writing(f"the reports in {out}/"):
-        analysis = _write_reports(out, cfg, classifier, result, samples, metrics)
+        analysis = _write_reports(out, cfg, classifier, result, samples, metrics, ood)
 
-    _print_summary(classifier, result, analysis, source, out, seconds,
-                   prepared - start, cfg.one_by_one)
+    _print_summary(classifier, result, analysis, metrics, ood, out, prepared - start)
     return metrics
 
 
 def _write_reports(out: Path, cfg: EvalConfig, classifier: Classifier, result, samples,
-                   metrics: dict):
+                   metrics: dict, ood: OodReport | None):
     """``metrics.json``, the evaluation's files and ``report.html`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
@@ -101,21 +109,27 @@ def _write_reports(out: Path, cfg: EvalConfig, classifier: Classifier, result, s
                       heading="Model and settings", plan=classifier.describe())
     analysis = write_evaluation(page, result, samples, classifier.classes,
                                 classifier.spec.geometry, out, heading="Results",
+                                temperature=classifier.spec.temperature,
                                 **_explainer(cfg, classifier))
+    if ood is not None or classifier.spec.rejection is not None:
+        add_unknown(page, classifier.spec.rejection, ood=ood)
     page.write()
     return analysis
 
 
-def _print_summary(classifier: Classifier, result, analysis, source: str, out: Path,
-                   seconds: float, preparing: float, one_by_one: bool) -> None:
-    """The figures, the speed and where the reports are, one line each."""
+def _print_summary(classifier: Classifier, result, analysis, metrics: dict,
+                   ood: OodReport | None, out: Path, preparing: float) -> None:
+    """The figures with their intervals, the speed, the calibration, how unknown images
+    fare (``--ood``) and where the reports are, one line each."""
+    source, seconds = metrics["annotation"], metrics["seconds"]
+    one_by_one = metrics["one_by_one"]
     print(f"model           {classifier.describe()}")
     if classifier.info.get("top1") is not None:
         print(f"                ({classifier.info['scored_on']} top-1 recorded at that epoch: "
               f"{classifier.info['top1']:.2%})")
     print(f"images          {result.count} from {source}")
     for metric in METRICS:
-        print(f"{metric.title(result.k):<16}{metric.show(getattr(result, metric.key))}")
+        print(f"{metric.title(result.k):<16}{result.describe(metric)}")
     print(f"speed           {result.count / seconds:.0f} img/s on {classifier.device} "
           f"with {classifier.runtime.name} ({seconds:.1f}s: {preparing:.1f}s preparing "
           f"images, {seconds - preparing:.1f}s evaluating"
@@ -125,6 +139,10 @@ def _print_summary(classifier: Classifier, result, analysis, source: str, out: P
           + (f"; most confused: {classifier.classes[confused[0].true]} -> "
              f"{classifier.classes[confused[0].predicted]} ({confused[0].count})"
              if confused else ""))
+    if "calibration" in metrics:
+        print(f"{'calibration':<16}{describe_calibration(metrics['calibration'])}")
+    for line in ood.lines() if ood is not None else ():
+        print(line)
     print(f"reports in      {out}/ (open {out / 'report.html'})")
 
 

@@ -97,12 +97,16 @@ class ExportJob:
     def path(self) -> str:
         return self.classifier.info["path"]
 
-    def network(self) -> "torch.nn.Module":
+    def network(self, typicality: bool = False) -> "torch.nn.Module":
         """A copy of the network to convert: CPU, float32, eval mode, BatchNorm folded as
-        ``predict.py`` runs it, in the default memory format (converters trace it)."""
+        ``predict.py`` runs it, in the default memory format (converters trace it). With
+        ``typicality``, the scoring network that adds the "unknown" score as a second output
+        when the checkpoint has its statistics (the ONNX export, for ``--reject auto``)."""
         import torch
 
-        model = copy.deepcopy(self.classifier.runtime.model).to("cpu", torch.float32)
+        runtime = self.classifier.runtime
+        source = runtime.export_module if typicality else runtime.model
+        model = copy.deepcopy(source).to("cpu", torch.float32)
         return model.to(memory_format=torch.contiguous_format).eval()
 
     def metadata(self) -> dict[str, str]:

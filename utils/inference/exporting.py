@@ -99,12 +99,14 @@ def _module(name: str):
     return importlib.import_module(f"utils.inference.{name}")
 
 
-def write_onnx(job: ExportJob, path: Path) -> list[str]:
-    """``--format onnx``: the project's ONNX export (description in ``metadata_props``),
+def write_onnx(job: ExportJob, path: Path, typicality: bool = True) -> list[str]:
+    """``--format onnx``: the project's ONNX export (description in ``metadata_props``;
+    with ``typicality``, the "unknown" score as a second output when the model has one),
     checked with ONNX Runtime."""
     from utils.inference.onnx_export import export_onnx, source_of
 
-    export_onnx(job.spec, job.network(), path, source_of(job.path, job.classifier.info))
+    export_onnx(job.spec, job.network(typicality), path,
+                source_of(job.path, job.classifier.info))
     parity = job.parity(onnx_runner(path, job.spec))
     h, w = job.spec.input_shape
     return [f"parity, ONNX Runtime vs PyTorch: {parity.line()}",
@@ -119,7 +121,8 @@ def write_int8(job: ExportJob, path: Path, classes_file: str) -> list[str]:
     validation images, and checked against PyTorch with the int8 threshold."""
     from utils.inference.onnx_quantize import export_int8
 
-    float_lines, scores = export_int8(job.classifier, path, lambda p: write_onnx(job, p),
+    float_lines, scores = export_int8(job.classifier, path,
+                                      lambda p: write_onnx(job, p, typicality=False),
                                       ANNOTATION_FILES["train"], ANNOTATION_FILES["val"],
                                       classes_file)
     parity = job.parity(onnx_runner(path, job.spec), kind="int8")

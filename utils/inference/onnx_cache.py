@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from utils.evaluation.typicality import Typicality, TypicalNetwork
 from utils.inference.onnx_export import OPSET, export_checked, source_of
 from utils.layout import CACHE_DIR
 from utils.model import checkpoint as ckpt_io
@@ -38,16 +39,20 @@ def cache_file(checkpoint: str | os.PathLike, spec: ModelSpec,
 
 def cached_export(checkpoint: str | os.PathLike, spec: ModelSpec,
                   weights: dict[str, torch.Tensor], info: dict[str, Any],
-                  cache_dir: str | os.PathLike = CACHE_DIR) -> Path:
+                  cache_dir: str | os.PathLike = CACHE_DIR,
+                  typicality: Typicality | None = None) -> Path:
     """The ONNX export of ``checkpoint``: reused while it is unchanged, else written (and
-    checked against PyTorch) now, replacing this checkpoint's outdated export."""
+    checked against PyTorch) now, replacing this checkpoint's outdated export.  With the
+    checkpoint's ``typicality`` statistics the graph computes that score too."""
     target = cache_file(checkpoint, spec, cache_dir)
     if target.is_file():
         return target
     print(f"exporting {checkpoint} for ONNX Runtime (once: kept in {target.parent}/ while the "
           "checkpoint is unchanged)", file=sys.stderr, flush=True)
     target.parent.mkdir(parents=True, exist_ok=True)
-    model = ckpt_io.build_model(spec, weights, checkpoint)
+    model = ckpt_io.build_model(spec, weights, checkpoint).eval()
+    if typicality is not None:
+        model = TypicalNetwork(model, typicality)
     export_checked(spec, model, target, source_of(checkpoint, info))
     for outdated in target.parent.glob(f"{target.name.split('-')[0]}-*.onnx"):
         if outdated != target:

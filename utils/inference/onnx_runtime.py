@@ -33,6 +33,8 @@ SPEC_KEY, SOURCE_KEY = "model_spec", "source"
 #: ``metadata_props`` key of an int8 model: how it was quantized and what it scored.
 QUANTIZATION_KEY = "quantization"
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+#: The second output of a model exported with typicality statistics (the "unknown" score).
+TYPICALITY_NAME = "typicality"
 
 
 class OnnxRuntime:
@@ -51,12 +53,21 @@ class OnnxRuntime:
         self.mean, self.std = tuple(mean), tuple(std)
         self.input_name = session.get_inputs()[0].name
         self.output_name = session.get_outputs()[0].name
+        #: Whether the graph computes typicality (its second output).
+        self.typical = any(o.name == TYPICALITY_NAME for o in session.get_outputs()[1:])
 
     def array_logits(self, batch: np.ndarray) -> np.ndarray:
         """Float32 logits (N, classes) of a uint8 (N, 3, H, W) batch."""
         inputs = {self.input_name: normalize_array(batch, self.mean, self.std)}
         (logits,) = self.session.run([self.output_name], inputs)
         return logits.astype(np.float32, copy=False)
+
+    def array_scores(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Float32 logits (N, classes) and typicality (N,) of a uint8 batch, in one run
+        (only for a graph with the ``typicality`` output: :attr:`typical`)."""
+        inputs = {self.input_name: normalize_array(batch, self.mean, self.std)}
+        logits, typicality = self.session.run([self.output_name, TYPICALITY_NAME], inputs)
+        return logits.astype(np.float32, copy=False), typicality.astype(np.float32, copy=False)
 
     def logits(self, batch: "torch.Tensor") -> "torch.Tensor":
         """:meth:`array_logits` of a uint8 tensor batch, as a CPU tensor."""

@@ -19,7 +19,8 @@ import numpy as np
 from utils.cli import warn
 from utils.data.image import is_image_file, load_or_warn
 from utils.fileio import within
-from utils.inference.bulk import UNCERTAIN, CsvPredictions, bucket, sort_into, write_new
+from utils.inference.bulk import (UNCERTAIN, UNKNOWN, CsvPredictions, bucket, sort_into,
+                                  write_new)
 from utils.inference.classifier import Classifier
 from utils.inference.config import PredictConfig
 
@@ -91,18 +92,21 @@ def batched(paths: Iterable[str], size: int) -> Iterator[list[str]]:
 @dataclass
 class Answer:
     """One image's prediction: the top classes, and the pixels the model saw (with their
-    class-activation map when asked for)."""
+    class-activation map when asked for); with ``--reject auto``, whether the answer is
+    "unknown" and the score that decided it."""
 
     path: str
     top: list[tuple[str, float]]
     pixels: np.ndarray  #: (3, H, W) uint8, the evaluation preprocessing's output
     heatmap: np.ndarray | None = None  #: (H, W) in [0, 1]
+    unknown: bool = False
+    score: float | None = None  #: the rejection score (``--reject auto`` only)
 
 
 def classify(classifier: Classifier, sources: Iterable[str], topk: int, batch_size: int,
-             cam: bool = False) -> Iterator[Answer]:
+             cam: bool = False, reject: bool = False) -> Iterator[Answer]:
     """The :class:`Answer` for every image the sources name, with its Grad-CAM map if
-    ``cam``.
+    ``cam``, and "unknown" below the model's threshold if ``reject``.
 
     Each source is finished before the next is read, so answers appear as paths are typed.
     """
@@ -113,12 +117,19 @@ def classify(classifier: Classifier, sources: Iterable[str], topk: int, batch_si
             if not readable:
                 continue
             pixels = classifier.preprocess([image for _, image in loaded if image is not None])
-            probabilities = classifier.probabilities(pixels)
+            if reject:
+                probabilities, scores = classifier.scores(pixels)
+                unknown = classifier.unknown(scores)
+            else:
+                probabilities = classifier.probabilities(pixels)
+                scores, unknown = [None] * len(readable), [False] * len(readable)
             maps = classifier.grad_cam(pixels, probabilities.argmax(1)) if cam \
                 else [None] * len(readable)
-            for path, top, image, heatmap in zip(readable, classifier.topk(probabilities, topk),
-                                                 pixels, maps):
-                yield Answer(path, top, image, heatmap)
+            for path, top, image, heatmap, no, score in zip(
+                    readable, classifier.topk(probabilities, topk), pixels, maps, unknown,
+                    scores):
+                yield Answer(path, top, image, heatmap, bool(no),
+                             None if score is None else float(score))
 
 
 def save_cam(folder: str, answer: Answer) -> Path:
@@ -131,10 +142,15 @@ def save_cam(folder: str, answer: Answer) -> Path:
                      what=f"write the map of {answer.path}")
 
 
-def print_table(path: str, top: list[tuple[str, float]]) -> None:
-    width = max(len(name) for name, _ in top)
-    lines = [path] + [f"  {rank}. {name:<{width}}  {p * 100:6.2f}%"
-                      for rank, (name, p) in enumerate(top, 1)]
+def print_table(answer: Answer) -> None:
+    """The image's path, "unknown" when the model says so, then its top classes."""
+    width = max(len(name) for name, _ in answer.top)
+    lines = [answer.path]
+    if answer.unknown:
+        lines.append(f"  unknown: unlike the training images (score {answer.score:.4g}, "
+                     "below the model's threshold); the nearest classes:")
+    lines += [f"  {rank}. {name:<{width}}  {p * 100:6.2f}%"
+              for rank, (name, p) in enumerate(answer.top, 1)]
     print("\n".join(lines), flush=True)
 
 
@@ -158,8 +174,11 @@ class Outputs:
 
     def __init__(self, args: PredictConfig, classes: Sequence[str]):
         self.args = args
-        self.csv = CsvPredictions(args.csv, min(args.topk, len(classes))) if args.csv else None
+        reject = args.reject == "auto"
+        self.csv = CsvPredictions(args.csv, min(args.topk, len(classes)), reject) \
+            if args.csv else None
         self.uncertain = bucket(UNCERTAIN, classes)
+        self.unknown = bucket(UNKNOWN, classes)
         self.json: list[dict] = []
         self.sorted: dict[str, int] = {}
         self.done = 0
@@ -168,15 +187,20 @@ class Outputs:
         args = self.args
         self.done += 1
         if args.json:
-            self.json.append({"path": answer.path, "predictions": [
-                {"class": name, "probability": p} for name, p in answer.top]})
+            entry = {"path": answer.path, "predictions": [
+                {"class": name, "probability": p} for name, p in answer.top]}
+            if answer.score is not None:
+                entry.update(unknown=answer.unknown, score=answer.score)
+            self.json.append(entry)
         else:
-            print_table(answer.path, answer.top)
+            print_table(answer)
         if self.csv:
-            self.csv.add(answer.path, answer.top)
+            self.csv.add(answer.path, answer.top, answer.unknown if answer.score is not None
+                         else None)
         if args.sort_into:
             folder = sort_into(args.sort_into, answer.path, answer.top,
-                               args.min_confidence, self.uncertain).parent.name
+                               args.min_confidence, self.uncertain,
+                               self.unknown if answer.unknown else None).parent.name
             self.sorted[folder] = self.sorted.get(folder, 0) + 1
         if args.cam:
             save_cam(args.cam, answer)

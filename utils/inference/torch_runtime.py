@@ -13,6 +13,7 @@ import torch
 
 from utils.cli import UserError
 from utils.data.lists import read_classes
+from utils.evaluation.typicality import Typicality, TypicalNetwork, from_state, scored
 from utils.inference.classifier import ModelSource
 from utils.layout import DEFAULT_CLASSES
 from utils.model import checkpoint as ckpt_io
@@ -21,13 +22,28 @@ from utils.model.spec import ModelSpec
 
 
 class TorchRuntime:
-    """A network in eval mode and how its passes run."""
+    """A network in eval mode and how its passes run; with ``typicality`` (a checkpoint's
+    statistics), it also computes the "unknown" score (:meth:`array_scores`)."""
 
     name = "torch"
 
-    def __init__(self, model: torch.nn.Module, execution: Execution):
+    def __init__(self, model: torch.nn.Module, execution: Execution,
+                 typicality: Typicality | None = None):
         self.execution = execution
         self.model = execution.for_inference(execution.prepare(model).eval())
+        self.scoring = None if typicality is None else execution.prepare(
+            TypicalNetwork(self.model, typicality)).eval()
+
+    @property
+    def typical(self) -> bool:
+        """Whether :meth:`array_scores` can compute typicality."""
+        return self.scoring is not None
+
+    @property
+    def export_module(self) -> torch.nn.Module:
+        """What an ONNX export of this model holds: the network, with typicality as a
+        second output when the checkpoint has the statistics."""
+        return self.scoring if self.scoring is not None else self.model
 
     @property
     def device(self) -> str:
@@ -42,11 +58,16 @@ class TorchRuntime:
         """:meth:`logits` of a numpy batch, as a numpy array."""
         return self.logits(torch.from_numpy(batch)).cpu().numpy()
 
+    def array_scores(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and typicality of a numpy batch, in one pass (needs :attr:`typical`)."""
+        logits, typicality = scored(self.scoring, torch.from_numpy(batch), self.execution)
+        return logits.cpu().numpy(), typicality.cpu().numpy()
+
 
 def read_model(source: ModelSource
                ) -> tuple[ModelSpec, dict[str, torch.Tensor], dict[str, Any]]:
-    """The description, weights and origin (epoch, top-1) of the weights file ``source``
-    names.
+    """The description, weights and origin (epoch, top-1 and, when the checkpoint has them,
+    the ``typicality`` statistics) of the weights file ``source`` names.
 
     A checkpoint of ours needs nothing else; ``backbone``, ``input_shape`` and
     ``width_mult``, if given, must agree with it (naming the wrong network is an error,
@@ -69,8 +90,11 @@ def read_model(source: ModelSource
                                 "checkpoints describe their own network")
         # Version 1 checkpoints recorded the test set's top-1, later ones validation's.
         scored_on = "validation" if obj.get("version", 1) >= 2 else "test"
+        typicality = obj.get("typicality")
         return spec, obj["model"], {"epoch": obj.get("epoch"), "scored_on": scored_on,
-                                    "top1": obj.get("val_top1", obj.get("top1"))}
+                                    "top1": obj.get("val_top1", obj.get("top1")),
+                                    "typicality": None if typicality is None
+                                    else from_state(typicality, str(path))}
     if source.backbone is None or source.input_shape is None:
         raise UserError(f"{path}: not a checkpoint written by train.py; for plain "
                         "weights give --backbone, --input-shape H W and --classes FILE")

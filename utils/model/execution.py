@@ -78,19 +78,20 @@ class Execution:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def logits(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """Float32 logits of a uint8 image batch, in small passes on a CPU.
-
-        For inference (the model in eval mode): splitting changes nothing but speed, since
-        every image is then computed on its own.
-        """
+    def passes(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """A uint8 image batch as the model's inputs (:meth:`inputs`), cut into small passes
+        on a CPU.  For inference (the model in eval mode): splitting changes nothing but
+        speed, since every image is then computed on its own."""
         x = self.inputs(images)
-        passes = [x]
-        if self.device.type == "cpu":
-            per_pass = CPU_PASS_PIXELS // (x.shape[-2] * x.shape[-1])
-            passes = x.split(max(1, min(CPU_PASS_IMAGES, per_pass)))
+        if self.device.type != "cpu":
+            return [x]
+        per_pass = CPU_PASS_PIXELS // (x.shape[-2] * x.shape[-1])
+        return list(x.split(max(1, min(CPU_PASS_IMAGES, per_pass))))
+
+    def logits(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Float32 logits of a uint8 image batch, in small passes on a CPU."""
         with self.autocast():
-            return torch.cat([model(part) for part in passes]).float()
+            return torch.cat([model(part) for part in self.passes(images)]).float()
 
 
 def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:

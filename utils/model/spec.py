@@ -31,6 +31,34 @@ if TYPE_CHECKING:
 #: The evaluation crop keeps at least this fraction of the resized image's side: below it the
 #: resize before the crop would grow without bound (1e-9 asks for a 3e10-pixel image).
 MIN_CROP_FRACTION = 0.25
+#: Temperatures a description may carry; a fitted one is clamped into this range (fitted
+#: values lie between 0.2 and 5: these bounds only keep a damaged file from dividing by 0).
+TEMPERATURE_RANGE = (0.05, 20.0)
+#: Confidence scores a rejection threshold may apply to (all "higher = more like the
+#: training images"): see :mod:`utils.evaluation.ood`.
+REJECTION_SCORES = ("typicality", "msp", "max_logit", "energy")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """When the model answers "unknown": its ``score`` strictly below ``value``.
+
+    The threshold was chosen on the validation set to keep ``keep`` of the right answers
+    (``kept_on_validation`` is what it kept, of ``chosen_on_images`` right answers).
+    """
+
+    score: str
+    value: float
+    keep: float
+    kept_on_validation: float
+    chosen_on_images: int
+
+    def describe(self) -> str:
+        """``typicality below -3.21 (chosen on validation to keep 95% of the right answers:
+        kept 95.8% of 118)``."""
+        return (f"{self.score} below {self.value:.4g} (chosen on validation to keep "
+                f"{100 * self.keep:.0f}% of the right answers: kept "
+                f"{100 * self.kept_on_validation:.1f}% of {self.chosen_on_images})")
 
 
 def arch(default, help: str, kind: type | None = None):
@@ -56,6 +84,11 @@ class ModelSpec:
         crop_fraction: evaluation keeps the centre ``input_shape`` of an image resized to
             ``input_shape / crop_fraction`` (:class:`utils.data.preprocess.Geometry`).
         width_mult, in_channels, small_input_drops: architecture arguments (see :func:`arch`).
+        temperature: the logits are divided by it before the softmax (fitted on the
+            validation set at the end of training); ``None``: not fitted (a model trained
+            before calibration), probabilities are the plain softmax.
+        rejection: when the model answers "unknown" (``predict.py --reject auto``), or
+            ``None``.
     """
 
     backbone: str
@@ -70,6 +103,8 @@ class ModelSpec:
         None, "early stride-2 steps the small-input stem drops: 2 (32 px reaches the head as "
         "4x4) or 1 (2x2, several times faster on a CPU); unset: the networks' 2, as in every "
         "model saved before the choice existed", kind=int)
+    temperature: float | None = None
+    rejection: Rejection | None = None
 
     def __post_init__(self):
         # The one place class names are checked, whatever built the description (a
@@ -185,6 +220,14 @@ class ModelSpec:
                 kwargs[f.name] = number[0]
         if kwargs.get("in_channels", 3) != 3:
             raise bad("in_channels", "3 (images are read as RGB)")
+        temperature = values.get("temperature")
+        if temperature is not None:
+            low, high = TEMPERATURE_RANGE
+            if _numbers([temperature], 1, float) is None or not low <= temperature <= high:
+                raise bad("temperature", f"a number from {low:g} to {high:g}")
+            kwargs["temperature"] = float(temperature)
+        if values.get("rejection") is not None:
+            kwargs["rejection"] = _rejection(values["rejection"], bad)
         return cls(backbone, classes, shape, crop_fraction=float(crop), **kwargs)
 
     def check_buildable(self, source: str) -> None:
@@ -197,6 +240,20 @@ class ModelSpec:
             check_input_shape(self.backbone, self.input_shape)
         except (KeyError, ValueError) as exc:
             raise UserError(f"{source}: {exc.args[0]}") from None
+
+
+def _rejection(value, bad) -> Rejection:
+    """A :class:`Rejection` from its saved form, every entry checked."""
+    expected = (f"an object with score (one of {', '.join(REJECTION_SCORES)}), value, keep, "
+                "kept_on_validation and chosen_on_images")
+    if not isinstance(value, dict) or value.get("score") not in REJECTION_SCORES:
+        raise bad("rejection", expected)
+    numbers = _numbers([value.get(k) for k in ("value", "keep", "kept_on_validation",
+                                               "chosen_on_images")], 4, float)
+    if numbers is None or not (0 < numbers[1] <= 1 and 0 <= numbers[2] <= 1
+                               and numbers[3] >= 0 and numbers[3] == int(numbers[3])):
+        raise bad("rejection", expected)
+    return Rejection(value["score"], numbers[0], numbers[1], numbers[2], int(numbers[3]))
 
 
 def _class_names(value, source: str) -> tuple[str, ...]:

@@ -11,13 +11,12 @@ ever chosen on the test set.
 
 Everything random is re-seeded from ``(seed, epoch)`` at the start of each epoch, so a run
 resumed from ``last.pth`` replays exactly the epochs it would have run.  A ``--time-budget``
-run's last phase follows :mod:`utils.train.budget` (steps that fit; may end mid-epoch).
-Setting a run up is :mod:`utils.train.prepare`'s job; the trainer trains.
+run's last phase follows :mod:`utils.train.budget`; :mod:`utils.train.prepare` sets runs up.
 """
 from __future__ import annotations
 
 import math
-import sys
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +29,11 @@ from utils import distributed
 from utils.cli import UserError, warn
 from utils.data.augment import BatchAugment
 from utils.data.batches import Loading, epoch_seed, make_batches
+from utils.data.lists import annotation_path
 from utils.distributed import Dist
-from utils.evaluation.metrics import METRICS
 from utils.evaluation.outputs import summary, write_evaluation
 from utils.evaluation.report import Report
+from utils.evaluation.review import add_label_review, class_examples
 from utils.evaluation.scoring import EvalResult, evaluate
 from utils.fileio import write_json, writing
 from utils.model.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
@@ -42,10 +42,12 @@ from utils.model.spec import ModelSpec
 from utils.settings import to_dict
 from utils.train.budget import StepBudget
 from utils.train.clock import RunClock, duration, print_eta
+from utils.train.confidence import RunConfidence
 from utils.train.config import TrainConfig
+from utils.train.margins import MarginAccumulator, write_label_issues
 from utils.train.optim import make_optimizer, make_scheduler, scaled_lr
-from utils.train.run_log import RunLog
-from utils.train.state import TrainState
+from utils.train.run_log import RunLog, epoch_line, val_columns
+from utils.train.state import TrainState, say_what_was_kept
 from utils.train.steps import (SHORT_EPOCH_STEPS, Phase, plan_phases, recalibrate_batchnorm,
                                train_step)
 
@@ -84,6 +86,7 @@ class TrainingRun:
         class_weights: per-class loss weights (``--class-weights auto``), or ``None``.
         plan: the run's plan as printed, for its report.
         budget: ``--time-budget``'s steps (:mod:`utils.train.budget`), or ``None``.
+        weights_note: why the run starts from scratch when ImageNet weights were wanted.
     """
 
     cfg: TrainConfig
@@ -100,6 +103,7 @@ class TrainingRun:
     class_weights: torch.Tensor | None = None
     plan: str | None = None
     budget: StepBudget | None = None
+    weights_note: str | None = None
 
 
 class Trainer:
@@ -117,7 +121,17 @@ class Trainer:
         self.phases = plan_phases(self.cfg)
         self.augment = BatchAugment(self.spec.input_shape, self.spec.small_input,
                                     self.cfg.augment, self.cfg.cutout)
-        self.clock = RunClock(self.cfg.epochs - self.state.epoch)
+        self.clock = RunClock(self.cfg.epochs - self.state.epoch,
+                              steady_from=max(0, self.phases[-1].start - self.state.epoch))
+        self.confidence = RunConfidence(run)
+        # Suspected label errors, from every training step's logits (label_issues.csv).
+        self.margins = MarginAccumulator(len(self.train_samples), self.spec.num_classes,
+                                         self.execution.device)
+        if self.state.margins is not None and self.dist.is_main:  # the others add their own
+            try:
+                self.margins.load_state_dict(self.state.margins)
+            except ValueError as exc:
+                raise UserError(f"cannot resume: {exc}") from None
 
     # ---------------------------------------------------------------- loop
     def fit(self) -> dict | None:
@@ -144,19 +158,21 @@ class Trainer:
                 seconds = time.perf_counter() - t0
                 val = None if self.val_batches is None else evaluate(
                     self.model, self.val_batches, self.execution, self.spec.num_classes,
-                    reduce=self.dist.all_reduce)
+                    reduce=self.dist.all_reduce, keep=self.confidence.keep)
                 # Before the checkpoints: they record the epochs the budget now plans.
                 stopped = self._budget_epoch_end(current, epoch + 1, seconds,
                                                  time.perf_counter() - t0)
                 self._end_epoch(epoch + 1, phase, val)
+                self.confidence.epoch_done(epoch + 1, val)
+                margins = self.margins.merged(self.dist.all_reduce)  # every process takes part
                 record = {"epoch": epoch + 1, "phase": phase.name,
                           "lr": current.optimizer.param_groups[0]["lr"], **train,
-                          **self._val_columns(val), "seconds": seconds}
+                          **val_columns(val), "seconds": seconds}
                 if self.dist.is_main:
                     # The row goes first: a resume drops rows past its checkpoint's epoch.
                     log.log_epoch(record, best_epoch=self.state.best_epoch)
-                    self._save_checkpoints(val, current)
-                    tqdm.write(self._epoch_line(record, val))
+                    self._save_checkpoints(val, current, margins)
+                    tqdm.write(epoch_line(record, val, cfg.epochs, self.state.best_epoch))
                 self.clock.epoch_done()
                 stopped = stopped or self._early_stop()
                 if stopped:
@@ -164,7 +180,7 @@ class Trainer:
             results = self._final_test(log, time.perf_counter() - started, stopped)
         except KeyboardInterrupt:
             if self.dist.is_main:
-                self._say_what_was_kept()
+                say_what_was_kept(self.run_dir, self.state, self.cfg.epochs)
             raise
         finally:
             if log is not None:
@@ -207,39 +223,13 @@ class Trainer:
         self.cfg.epochs = epoch
         return {"epoch": epoch, **self.budget.summary()}
 
-    def _say_what_was_kept(self) -> None:
-        """After Ctrl-C: what is on disk, and the command that continues the run."""
-        state, last = self.state, self.run_dir / "last.pth"
-        if not last.exists():
-            print(f"\ninterrupted in the first epoch: nothing saved in {self.run_dir} yet",
-                  file=sys.stderr)
-            return
-        print(f"\ninterrupted: {self.run_dir} keeps last.pth (epoch {state.epoch} of "
-              f"{self.cfg.epochs}) and best.pth (epoch {state.best_epoch}); continue with\n"
-              f"  python train.py --resume {last}", file=sys.stderr, flush=True)
-
-    def _val_columns(self, val: EvalResult | None) -> dict:
-        if val is None:
-            return {}
-        return {f"val_{metric.key}": getattr(val, metric.key) for metric in METRICS}
-
-    def _epoch_line(self, record: dict, val: EvalResult | None) -> str:
-        line = (f"epoch {record['epoch']}/{self.cfg.epochs}: train loss "
-                f"{record['train_loss']:.4f} top-1 {record['train_top1']:.4f} | ")
-        if val is not None:
-            figures = ", ".join(f"{m.title(val.k)} {getattr(val, m.key):.4f}" for m in METRICS)
-            line += (f"val {figures}"
-                     f"{' (best)' if self.state.best_epoch == record['epoch'] else ''} | ")
-        return line + f"{record['img_per_s']:.0f} img/s, {record['seconds']:.1f}s"
-
     def _final_test(self, log: RunLog | None, seconds: float,
                     stopped: dict | None) -> dict | None:
-        """Score ``best.pth``'s weights on the test set once; write ``results.json`` and the
-        run's ``report.html``."""
+        """Calibrate ``best.pth``'s weights on validation (:class:`RunConfidence`), score
+        them on the test set once; write ``results.json`` and the run's ``report.html``."""
         state, cfg = self.state, self.cfg
-        selected = (f"best validation top-1 {state.best_top1:.4f} on {cfg.val_annotation}"
-                    if self.val_batches is not None else
-                    "the last epoch (no validation set to choose another)")
+        rows = log.rows if log is not None else []
+        selected = self.confidence.selection(state.best_epoch, state.epoch, rows)
         results = {"run": str(self.run_dir), "epochs": state.epoch, "seconds": seconds,
                    "checkpoint": "best.pth", "best_epoch": state.best_epoch,
                    "selected_by": selected, "stopped_early": stopped, "test": None}
@@ -248,49 +238,56 @@ class Trainer:
             warn(f"{self.run_dir / 'best.pth'} is missing: the test set is scored with the last "
                  "epoch's weights instead")
             results["checkpoint"] = "last.pth"
+        else:
+            self.model.load_state_dict(best)
+        self.confidence.calibrate(self.model, write=self.dist.is_main)
         test = None
         if self.test_samples:
-            if best is not None:
-                self.model.load_state_dict(best)
             batches = make_batches(self.test_samples, self.spec.geometry, cfg.eval_batch_size,
                                    train=False, source=cfg.test_annotation, loading=self.loading)
-            # Per image only in one process: a shard's errors would be a partial story.
-            test = evaluate(self.model, batches, self.execution, self.spec.num_classes,
-                            reduce=self.dist.all_reduce, keep=not self.dist.enabled)
+            test = self.confidence.evaluate(self.model, batches)
             results["test"] = {"annotation": cfg.test_annotation,
-                               **summary(test, self.spec.classes)}
+                               **summary(test, self.spec.classes, self.confidence.temperature)}
+        margins = self.margins.merged(self.dist.all_reduce)  # every process takes part
         if not self.dist.is_main:
             return results
+        results.update(self.confidence.results(test, rows))
         write_json(self.run_dir / "results.json", results)
         with writing(f"the report in {self.run_dir}",
                      then=f"the checkpoints and results.json are complete (python eval.py "
                           f"--model {self.run_dir / 'best.pth'} writes the report elsewhere)"):
-            self._write_report(selected, test)
+            self._write_report(selected, test, rows, margins)
         print(f"done in {seconds:.1f}s: best.pth is epoch {state.best_epoch}, {selected}")
-        if test is None:
-            print(f"no test set ({cfg.test_annotation} is empty): nothing to report beyond "
-                  "validation; put images in datasets/test/<class>/ for an honest figure")
-        else:
+        if test is not None:
             log.log_test(results["test"], state.best_epoch)
-            figures = ", ".join(f"{m.title(test.k)} {getattr(test, m.key):.4f}"
-                                for m in METRICS)
-            print(f"test ({test.count} images in {cfg.test_annotation}, scored once with "
-                  f"best.pth): {figures}; {self.run_dir / 'results.json'}")
+        for line in self.confidence.lines(test, rows):
+            print(line)
         print(f"report: {self.run_dir / 'report.html'} (open it in a browser: curves, "
               "confusion matrix, the worst errors and where the model looked)")
         return results
 
-    def _write_report(self, selected: str, test: EvalResult | None) -> None:
-        """``report.html``: the plan and settings, the curves, the test figures and errors."""
+    def _write_report(self, selected: str, test: EvalResult | None, rows: list,
+                      margins: MarginAccumulator) -> None:
+        """``label_issues.csv`` and ``report.html``: what next and the held-out figures first,
+        then the plan and settings, the curves, the test figures and errors, the suspected
+        label errors to review."""
+        classes, base = self.spec.classes, Path(self.cfg.train_annotation).parent
+        suspects = margins.ranking(self.train_samples, classes)
+        write_label_issues(self.run_dir / "label_issues.csv", suspects, base)
         page = Report(self.run_dir / "report.html", f"Training run {self.run_dir.name}",
                       f"best.pth: epoch {self.state.best_epoch}, {selected}")
         page.add_settings(to_dict(self.cfg), plan=self.plan)
         page.add_images("Curves", [self.run_dir / "loss.png", self.run_dir / "accuracy.png"])
         if test is not None:
-            write_evaluation(page, test, self.test_samples, self.spec.classes,
-                             self.spec.geometry, self.run_dir, model=self.model,
-                             execution=self.execution,
+            write_evaluation(page, test, self.test_samples, classes, self.spec.geometry,
+                             self.run_dir, model=self.model, execution=self.execution,
+                             temperature=self.confidence.temperature,
                              heading=f"Test results ({self.cfg.test_annotation}, best.pth)")
+        self.confidence.add_to_report(page, test, rows)
+        examples = class_examples(self.train_samples, classes, margins.scores().tolist())
+        add_label_review(page, suspects, classes, examples,
+                         lambda path: annotation_path(path, os.path.abspath(base)),
+                         self.state.epoch)
         page.write()
 
     def _best_weights(self) -> dict[str, torch.Tensor] | None:
@@ -348,13 +345,14 @@ class Trainer:
         bar = tqdm(run.batches, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}{phase}",
                    disable=not self.dist.is_main, dynamic_ncols=True, leave=False)
         t0 = time.perf_counter()
-        for step, (images, labels, _) in enumerate(bar, 1):
+        for step, (images, labels, lines) in enumerate(bar, 1):
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             loss, logits = train_step(run.model, images, labels, self.augment, run.optimizer,
                                       run.scaler, self.execution, cfg.label_smoothing,
                                       self.class_weights)
             run.scheduler.step()
+            self.margins.update(logits, labels, lines)
             count += len(labels)
             sums += torch.stack([loss.detach().double() * len(labels),
                                  (logits.argmax(1) == labels).sum().double()])
@@ -381,20 +379,22 @@ class Trainer:
                 "img_per_s": count / elapsed}
 
     # ---------------------------------------------------------------- checkpoints
-    def _save_checkpoints(self, val: EvalResult | None, run: _PhaseRun) -> None:
+    def _save_checkpoints(self, val: EvalResult | None, run: _PhaseRun,
+                          margins: MarginAccumulator) -> None:
         """Periodic copy, then ``best.pth`` on a new best top-1, then ``last.pth``.
 
         ``last.pth`` goes last: a run killed between the writes resumes from the previous
-        epoch and writes the others again, so none is ever skipped.
+        epoch and writes the others again, so none is ever skipped.  The margin tallies go
+        into the checkpoints a run resumes from, not into ``best.pth`` (the model users ship).
         """
         state = self.state
         state.optimizer, state.scheduler = run.optimizer.state_dict(), run.scheduler.state_dict()
-        state.scaler = run.scaler.state_dict()
+        state.scaler, state.margins = run.scaler.state_dict(), margins.state_dict()
         scores = {} if val is None else {"val_top1": val.top1, "val_topk": val.topk}
         ckpt = make_checkpoint(self.spec, self.model.state_dict(), **state.to_dict(), **scores,
                                config=to_dict(self.cfg))
         if self.cfg.save_period and state.epoch % self.cfg.save_period == 0:
             save_checkpoint(ckpt, self.run_dir / f"epoch_{state.epoch:03d}.pth")
         if state.best_epoch == state.epoch:
-            save_checkpoint(ckpt, self.run_dir / "best.pth")
+            save_checkpoint({**ckpt, "margins": None}, self.run_dir / "best.pth")
         save_checkpoint(ckpt, self.run_dir / "last.pth")

@@ -115,11 +115,12 @@ def start_training(run: Run) -> Trainer:
     train, val, test = (read_annotation(path, classes, allow_empty=empty) for path, empty in (
         (run.cfg.train_annotation, False), (run.cfg.val_annotation, True),
         (run.cfg.test_annotation, True)))
-    plan = None
+    plan, note = None, None
     if run.resume is None:
         data = recipe.survey(classes, train, val, test)
-        plan = recipe.choose(run.cfg, run.explicit, data, device,
-                             _weights(run.cfg, run.explicit, data))
+        weights = _weights(run.cfg, run.explicit, data)
+        note = recipe.scratch_note(run.cfg.backbone) if weights is False else None
+        plan = recipe.choose(run.cfg, run.explicit, data, device, weights)
         run.cfg = plan.cfg
         spec = ModelSpec.create(run.cfg.backbone, classes, run.cfg.input_shape,
                                 **{f: getattr(run.cfg, f) for f in _arch_fields()
@@ -153,7 +154,7 @@ def start_training(run: Run) -> Trainer:
         run_dir = _open_run_dir(run, state.run_id)
         print(f"run folder: {run_dir}")
     return Trainer(TrainingRun(cfg, spec, model, execution, loading, train, val_batches, test,
-                               state, run_dir, dist, weights, plan_text, budget))
+                               state, run_dir, dist, weights, plan_text, budget, note))
 
 
 def _budget(run: Run, plan: recipe.Choices | None, model, spec: ModelSpec,

@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 import nets
+from utils.evaluation.intervals import images_needed, wilson
 
 #: Images sampled for their size: enough for a median, quick to read (headers only).
 SIZE_SAMPLE = 200
@@ -138,9 +139,19 @@ def choose(cfg, explicit, data: Survey, device: torch.device,
         _small_images(choices, data, gpu)
     else:
         _photos(choices, data, gpu, bool(weights_available))
+    if weights_available is False:  # wanted, and not to be had
+        choices.set("pretrained", False, scratch_note(cfg.backbone))
     _batches(choices, data)
     _warmup(choices)
     return choices
+
+
+def scratch_note(backbone: str) -> str:
+    """What the plan, the final lines and the report say when the ImageNet weights a run
+    wanted could not be had, and how to get them."""
+    url = nets.get_entry(backbone).pretrained_cfg.url
+    return (f"from scratch: no ImageNet weights (download {url} into {nets.MODEL_DIR}/, or "
+            "run once with internet access)")
 
 
 def fit_to_budget(choices: Choices, steps: int, steps_per_epoch: int,
@@ -238,6 +249,22 @@ def _warmup(choices: Choices) -> None:
         choices.set("warmup_epochs", round(tenth, 2), "at most a tenth of the run")
 
 
+def _held_out_line(data: Survey) -> list[str]:
+    """A line naming the held-out sets too small to measure anything: on fewer images than
+    :func:`~utils.evaluation.intervals.images_needed`, a figure can be off by more than ±10
+    points."""
+    need = images_needed()
+    small = [f"{n} {name}" for name, n in (("validation", data.val), ("test", data.test))
+             if 0 < n < need]
+    if not small:
+        return []
+    worst = wilson(min(n for n in (data.val, data.test) if n) // 2,
+                   min(n for n in (data.val, data.test) if n))
+    return [f"held-out  {' and '.join(small)} images: too few to measure the model (a figure "
+            f"on them can be off by up to ±{100 * worst.half_width:.0f} points; about {need} "
+            "images keep any figure within ±10)"]
+
+
 def describe(choices: Choices, device: torch.device, train_images: int,
              world_size: int = 1) -> str:
     """The run's plan: the data, the device, and each setting that was chosen or given,
@@ -248,7 +275,7 @@ def describe(choices: Choices, device: torch.device, train_images: int,
 
     cfg = choices.cfg
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
-    lines = [f"data      {choices.data.describe()}",
+    lines = [f"data      {choices.data.describe()}", *_held_out_line(choices.data),
              f"device    {device}{threads}{f' x {world_size} processes' if world_size > 1 else ''}",
              "settings  (given: by you; auto: chosen for these data and this device; "
              "every one is a flag)"]

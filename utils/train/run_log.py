@@ -80,6 +80,23 @@ class RunLog:
         self.writer.close()
 
 
+def val_columns(val) -> dict:
+    """An epoch's validation figures (an ``EvalResult``) as ``metrics.csv`` columns."""
+    if val is None:
+        return {}
+    return {f"val_{metric.key}": getattr(val, metric.key) for metric in METRICS}
+
+
+def epoch_line(record: dict, val, epochs: int, best_epoch: int) -> str:
+    """The line printed at the end of an epoch: its record's figures, and validation's."""
+    line = (f"epoch {record['epoch']}/{epochs}: train loss "
+            f"{record['train_loss']:.4f} top-1 {record['train_top1']:.4f} | ")
+    if val is not None:
+        figures = ", ".join(f"{m.title(val.k)} {val.describe(m, short=True)}" for m in METRICS)
+        line += f"val {figures}{' (best)' if best_epoch == record['epoch'] else ''} | "
+    return line + f"{record['img_per_s']:.0f} img/s, {record['seconds']:.1f}s"
+
+
 def _epoch(row: dict) -> int | None:
     try:
         return int(row["epoch"])

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 from utils.cli import UserError
@@ -28,6 +30,8 @@ class TrainState:
             checkpoint copied into another run's folder cannot resume (and overwrite) it.
         train_fingerprint: what the training list was (:func:`train_fingerprint`): a run
             resumes only on the data it started with.
+        margins: the margin tallies of the epochs so far, every process's summed
+            (:class:`utils.train.margins.MarginAccumulator`); not kept in ``best.pth``.
     """
 
     epoch: int = 0
@@ -39,6 +43,7 @@ class TrainState:
     scaler: dict | None = None
     run_id: str | None = None
     train_fingerprint: str | None = None
+    margins: dict | None = None
 
     def improves(self, top1: float) -> bool:
         """True when ``top1`` beats the best so far (the first epoch always does)."""
@@ -60,7 +65,7 @@ class TrainState:
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or (kind is int and value != int(value)) or value < -1:
                 raise UserError(f"{source}: cannot resume: {key} is {value!r}")
-        for key in ("optimizer", "scheduler", "scaler"):
+        for key in ("optimizer", "scheduler", "scaler", "margins"):
             if ckpt.get(key) is not None and not isinstance(ckpt[key], dict):
                 raise UserError(f"{source}: cannot resume: {key} state is not a dict")
         for key in ("phase", "run_id", "train_fingerprint"):
@@ -68,7 +73,20 @@ class TrainState:
                 raise UserError(f"{source}: cannot resume: {key} is {ckpt[key]!r}")
         return cls(int(ckpt["epoch"]), ckpt.get("phase", ""), float(ckpt["best_top1"]),
                    int(ckpt.get("best_epoch", 0)), ckpt["optimizer"], ckpt["scheduler"],
-                   ckpt.get("scaler"), ckpt.get("run_id"), ckpt.get("train_fingerprint"))
+                   ckpt.get("scaler"), ckpt.get("run_id"), ckpt.get("train_fingerprint"),
+                   ckpt.get("margins"))
+
+
+def say_what_was_kept(run_dir: Path, state: TrainState, epochs: int) -> None:
+    """After Ctrl-C: what is on disk, and the command that continues the run."""
+    last = run_dir / "last.pth"
+    if not last.exists():
+        print(f"\ninterrupted in the first epoch: nothing saved in {run_dir} yet",
+              file=sys.stderr)
+        return
+    print(f"\ninterrupted: {run_dir} keeps last.pth (epoch {state.epoch} of {epochs}) and "
+          f"best.pth (epoch {state.best_epoch}); continue with\n"
+          f"  python train.py --resume {last}", file=sys.stderr, flush=True)
 
 
 #: The file in a run folder holding the run's identity (written when the folder is claimed).
