@@ -218,7 +218,7 @@ def test_a_validation_folder_put_in_datasets_by_hand_is_read_as_val(project, sou
     """Without an import: datasets/validation/ is the validation set too."""
     for split in ("train", "test"):
         (source / split).rename(project / "datasets" / split)
-    make_dataset(project / "more", train=1, test=0)
+    make_dataset(project / "more", train=1, test=0, seed=1)  # other pictures than train/
     (project / "more/datasets/train").rename(project / "datasets/validation")
     result = run_script("txt_annotation.py", cwd=project)
     assert result.returncode == 0, result.stderr
