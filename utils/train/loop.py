@@ -31,7 +31,6 @@ from utils.data.augment import BatchAugment
 from utils.data.batches import Loading, epoch_seed, make_batches
 from utils.data.lists import annotation_path
 from utils.distributed import Dist
-from utils.evaluation.metrics import METRICS
 from utils.evaluation.outputs import summary, write_evaluation
 from utils.evaluation.report import Report
 from utils.evaluation.review import add_label_review, class_examples
