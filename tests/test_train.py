@@ -249,7 +249,7 @@ def test_best_is_chosen_on_val_and_the_test_set_is_scored_once_at_the_end(projec
     # The run's report.html: opens from disk, references only files that exist, and shows
     # the test figures; errors.csv lists every misclassified test image, worst first.
     page = Page(run_dir / "report.html")
-    assert check_self_contained(run_dir / "report.html", page) == 2  # the two curves
+    assert check_self_contained(run_dir / "report.html", page) == 3  # curves, reliability
     assert f"{results['test']['top1']:.2%}" in page.all_text
     errors = (run_dir / "errors.csv").read_text().splitlines()[1:]
     assert len(errors) == round(12 * (1 - results["test"]["top1"]))
