@@ -32,8 +32,9 @@ SHAPE = (16, 16)
 
 
 def make_checkpoint(path: Path, classes=CLASSES, backbone="mobilenetv2", width_mult=0.25,
-                    input_shape=SHAPE, seed=0) -> torch.nn.Module:
-    """Save an untrained checkpoint as train.py would; returns its model.
+                    input_shape=SHAPE, seed=0, temperature=None) -> torch.nn.Module:
+    """Save an untrained checkpoint as train.py would (a calibrated best.pth when given a
+    ``temperature``); returns its model.
 
     The head gets large random weights so that predictions differ from image to image
     (a freshly initialised head outputs near-uniform probabilities).
@@ -50,7 +51,8 @@ def make_checkpoint(path: Path, classes=CLASSES, backbone="mobilenetv2", width_m
                      "input_shape": list(input_shape), "width_mult": width_mult,
                      "in_channels": 3, "mean": list(nets.IMAGENET_MEAN),
                      "std": list(nets.IMAGENET_STD),
-                     "epoch": 3, "top1": 0.5}, path)
+                     "epoch": 3, "top1": 0.5,
+                     **({} if temperature is None else {"temperature": temperature})}, path)
     return model.eval()
 
 

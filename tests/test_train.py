@@ -245,11 +245,11 @@ def test_best_is_chosen_on_val_and_the_test_set_is_scored_once_at_the_end(projec
     output = result.stdout + result.stderr
     assert "val top-1" in output and "top-3" in output and "top-5" not in output
     assert re.search(r"test \(12 images in cls_test.txt, scored once with best.pth\): "
-                     r"top-1 [\d.]+, top-3 [\d.]+, mean recall", output)
+                     r"top-1 [\d.]+% \(95% CI [\d.]+–[\d.]+%", output)
     # The run's report.html: opens from disk, references only files that exist, and shows
     # the test figures; errors.csv lists every misclassified test image, worst first.
     page = Page(run_dir / "report.html")
-    assert check_self_contained(run_dir / "report.html", page) == 2  # the two curves
+    assert check_self_contained(run_dir / "report.html", page) == 3  # curves, reliability
     assert f"{results['test']['top1']:.2%}" in page.all_text
     errors = (run_dir / "errors.csv").read_text().splitlines()[1:]
     assert len(errors) == round(12 * (1 - results["test"]["top1"]))

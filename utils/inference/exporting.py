@@ -23,7 +23,8 @@ from utils.inference.classifier import Classifier, RunOptions
 from utils.inference.export_common import (ExportJob, Runner, check_destination, size_on_disk,
                                            staged_output)
 from utils.inference.export_config import FORMATS, ExportConfig
-from utils.inference.onnx_runtime import INPUT_NAME, OUTPUT_NAME, OnnxRuntime, is_onnx_path
+from utils.inference.onnx_runtime import (INPUT_NAME, OUTPUT_NAME, TYPICALITY_NAME, OnnxRuntime,
+                                          is_onnx_path)
 from utils.layout import ANNOTATION_FILES, DEFAULT_CLASSES
 
 
@@ -109,11 +110,13 @@ def write_onnx(job: ExportJob, path: Path, typicality: bool = True) -> list[str]
                 source_of(job.path, job.classifier.info))
     parity = job.parity(onnx_runner(path, job.spec))
     h, w = job.spec.input_shape
+    typical = typicality and job.classifier.runtime.typical
     return [f"parity, ONNX Runtime vs PyTorch: {parity.line()}",
             f"input '{INPUT_NAME}' float32 [batch, 3, {h}, {w}] = (RGB / 255 - mean) / std, "
             f"mean {_triple(job.spec.mean)}, std {_triple(job.spec.std)}; output "
-            f"'{OUTPUT_NAME}' [batch, {job.spec.num_classes}]; the model description in the "
-            "metadata (model_spec)"]
+            f"'{OUTPUT_NAME}' [batch, {job.spec.num_classes}]"
+            + (f" and '{TYPICALITY_NAME}' [batch]" if typical else "")
+            + "; the model description in the metadata (model_spec)"]
 
 
 def write_int8(job: ExportJob, path: Path, classes_file: str) -> list[str]:

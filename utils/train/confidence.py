@@ -89,6 +89,8 @@ class RunConfidence:
             top1 = {int(r["epoch"]): float(r["val_top1"]) for r in rows
                     if r.get("val_top1") not in (None, "")}
             numbers = sorted(top1)
+            if best_epoch not in top1:  # its row was not kept: nothing to compare against
+                return "the best validation top-1"
             self.comparison = epochs_within_noise(
                 counts=[round(top1[e] * images) for e in numbers], images=images,
                 epochs=numbers, best=best_epoch)
