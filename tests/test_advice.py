@@ -73,6 +73,14 @@ def test_add_photos_of_a_weak_small_class_and_name_a_weak_large_one():
     assert "imbalance" in by_kind and "10.0x" in by_kind["imbalance"].text
 
 
+def test_a_balanced_pair_is_not_short_of_photos():
+    # Two classes, 912 and 889 training images: the weaker one (below the mean) is hard;
+    # the other, above the mean, gets no advice, and neither is "short" of photos.
+    classes = [A.ClassNumbers("cats", 912, 64, 88), A.ClassNumbers("dogs", 889, 86, 110)]
+    kinds = [a.kind for a in A.advise(A.RunNumbers(classes=classes))]
+    assert kinds == ["hard_class"]
+
+
 def test_one_stray_confusion_is_not_advice():
     run = A.RunNumbers(classes=balanced(right=99), confused=[("circle", "square", 1)])
     assert A.advise(run) == []
