@@ -20,7 +20,6 @@ from utils.data.checks import check_images
 from utils.data.lists import read_annotation, read_classes
 from utils.data.scan import scan_splits
 from utils.evaluation.confidence_report import add_unknown, describe_calibration
-from utils.evaluation.metrics import METRICS
 from utils.evaluation.ood import OodReport
 from utils.evaluation.outputs import summary, write_evaluation
 from utils.evaluation.report import Report
@@ -128,7 +127,7 @@ def _print_summary(classifier: Classifier, result, analysis, metrics: dict,
         print(f"                ({classifier.info['scored_on']} top-1 recorded at that epoch: "
               f"{classifier.info['top1']:.2%})")
     print(f"images          {result.count} from {source}")
-    for metric in METRICS:
+    for metric in result.shown:
         print(f"{metric.title(result.k):<16}{result.describe(metric)}")
     print(f"speed           {result.count / seconds:.0f} img/s on {classifier.device} "
           f"with {classifier.runtime.name} ({seconds:.1f}s: {preparing:.1f}s preparing "

@@ -30,7 +30,6 @@ from utils.evaluation.confidence_report import (HeldOut, add_advice, add_calibra
                                                 add_held_out, add_unknown,
                                                 calibration_figures, describe_calibration)
 from utils.evaluation.intervals import EpochComparison, epochs_within_noise, wilson
-from utils.evaluation.metrics import METRICS
 from utils.evaluation.mistakes import most_confused
 from utils.evaluation.ood import KEEP, choose_threshold
 from utils.evaluation.report import Report
@@ -219,7 +218,7 @@ class RunConfidence:
                    "figure"]
         else:
             figures = ", ".join(f"{m.title(test.k)} {test.describe(m, short=m.key != 'top1')}"
-                                for m in METRICS)
+                                for m in test.shown)
             out = [f"test ({test.count} images in {self.cfg.test_annotation}, scored once "
                    f"with best.pth): {figures}; {self.run_dir / 'results.json'}"]
         out += [h.line() for h in self.held_out(None)]  # the validation figure beside it

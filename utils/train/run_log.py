@@ -92,7 +92,7 @@ def epoch_line(record: dict, val, epochs: int, best_epoch: int) -> str:
     line = (f"epoch {record['epoch']}/{epochs}: train loss "
             f"{record['train_loss']:.4f} top-1 {record['train_top1']:.4f} | ")
     if val is not None:
-        figures = ", ".join(f"{m.title(val.k)} {val.describe(m, short=True)}" for m in METRICS)
+        figures = ", ".join(f"{m.title(val.k)} {val.describe(m, short=True)}" for m in val.shown)
         line += f"val {figures}{' (best)' if best_epoch == record['epoch'] else ''} | "
     return line + f"{record['img_per_s']:.0f} img/s, {record['seconds']:.1f}s"
 
