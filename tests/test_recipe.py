@@ -62,6 +62,7 @@ def test_photos_on_a_cpu_get_a_time_budget_unless_their_epochs_are_given():
     assert (cfg.backbone, cfg.width_mult, cfg.optimizer, cfg.input_shape) == (
         "mobilenetv1", 0.5, "adamw", (128, 128))
     assert cfg.small_input_drops is None  # 128 px is not a small input
+    assert cfg.epochs == 150  # a most (about 300,000 images): the budget decides
     given = choose(many, CPU, "--epochs", "60", weights=False).cfg  # 1,800 images: full width
     assert (given.time_budget, given.width_mult) == (None, 1.0)
     assert choose(many, CPU, "--time-budget", "45", weights=False).cfg.time_budget == 45
@@ -238,10 +239,11 @@ def test_the_automatic_photo_budget_is_a_limit_not_a_target(photos):
     assert result.returncode == 0, result.stderr[-2000:]
     plan = {l.split()[0]: l for l in result.stdout.splitlines() if l.startswith("  ")}
     assert "auto: photos on a CPU" in plan["time_budget"]
-    assert plan["epochs"].split()[1] == "40" and "within 18 min (measured)" in plan["epochs"]
+    # 44 images: the recipe's most epochs (150, about 300,000 images would be thousands).
+    assert plan["epochs"].split()[1] == "150" and "within 18 min (measured)" in plan["epochs"]
     results = json.loads((photos / "logs/limit/results.json").read_text())
     steps = training_batches(44, int(plan["batch_size"].split()[1]))[0]
-    assert results["epochs"] == 40 and results["stopped_early"]["steps"] == 40 * steps
+    assert results["epochs"] == 150 and results["stopped_early"]["steps"] == 150 * steps
 
 
 def test_ctrl_c_says_what_was_kept_and_how_to_resume(photos):

@@ -150,8 +150,8 @@ def scratch_note(backbone: str) -> str:
     """What the plan, the final lines and the report say when the ImageNet weights a run
     wanted could not be had, and how to get them."""
     url = nets.get_entry(backbone).pretrained_cfg.url
-    return (f"from scratch: no ImageNet weights (download {url} into {nets.MODEL_DIR}/, or "
-            "run once with internet access)")
+    return (f"from scratch: no ImageNet weights for {backbone} (download {url} into "
+            f"{nets.MODEL_DIR}/, or run once with internet access, to start from them)")
 
 
 def fit_to_budget(choices: Choices, steps: int, steps_per_epoch: int,
@@ -177,9 +177,15 @@ def _small_images(choices: Choices, data: Survey, gpu: bool) -> None:
         choices.set("small_input_drops", 1, "CPU recipe: 16x16 after the stem at 32 px, "
                                             "2.5x the images per second, and more top-1 in "
                                             "80 s")
-    epochs = min(150, max(10, round(CPU_IMAGES / max(data.train, 1))))
+    _cpu_epochs(choices, data, least=10)
+
+
+def _cpu_epochs(choices: Choices, data: Survey, least: int) -> None:
+    """About :data:`CPU_IMAGES` training images in all (at least ``least`` epochs, at most
+    150); a time budget may end the run sooner."""
+    epochs = min(150, max(least, round(CPU_IMAGES / max(data.train, 1))))
     choices.set("epochs", epochs, f"CPU recipe: {epochs * data.train:,} images in all (about "
-                                  f"{CPU_IMAGES:,}, at least 10 epochs)")
+                                  f"{CPU_IMAGES:,}, at least {least} epochs)")
 
 
 def _cpu_network(choices: Choices, data: Survey, timed: bool = False) -> None:
@@ -219,8 +225,10 @@ def _photos(choices: Choices, data: Survey, gpu: bool, transfer: bool) -> None:
         choices.set("input_shape", (side, side),
                     "photos from scratch" + ("" if gpu else ": 128 px trains about 3x faster "
                                              "than 224 on a CPU"))
-        choices.set("epochs", 40 if not gpu else 90, "from scratch on a small set")
-        if not gpu:
+        if gpu:
+            choices.set("epochs", 90, "from scratch on a small set")
+        else:
+            _cpu_epochs(choices, data, least=40)
             _cpu_network(choices, data, timed="epochs" not in choices.given)
     if choices.why["batch_size"] != "given":
         choices.set("batch_size", 64 if gpu else 32, "photos")
@@ -282,10 +290,9 @@ def describe(choices: Choices, device: torch.device, train_images: int,
     auto_fields = {f.name for f in fields(cfg) if f.metadata.get("auto")}
     width = max(len(name) for name in auto_fields | set(choices.why))
     for f in fields(cfg):
-        why = choices.why[f.name]
-        if why == "default" and f.name not in auto_fields:
-            continue
-        value = getattr(cfg, f.name)
+        why, value = choices.why[f.name], getattr(cfg, f.name)
+        if why == "default" and (f.name not in auto_fields or value is None):
+            continue  # an automatic setting left unset has nothing to say
         shown = " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
         label = why if why in ("given", "default") else f"auto: {why}"
         lines.append(f"  {f.name:<{width}}  {shown:<12} {label}")
