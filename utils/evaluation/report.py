@@ -69,7 +69,8 @@ class Report:
     def add_results(self, metrics: Mapping[str, Any], heading: str = "Test results") -> None:
         """Headline figures as cards, from an evaluation's summary (``results.json``'s
         ``test``, ``metrics.json``): each figure
-        :func:`~utils.evaluation.metrics.shown_metrics` keeps, under it its 95% interval when it has one, then the image count."""
+        :func:`~utils.evaluation.metrics.shown_metrics` keeps, under it its 95% interval
+        when it has one, then the image count."""
         k = metrics.get("k", TOP_K)
         cards = [(m.key, m.title(k) + (" accuracy" if m.key in ("top1", "topk") else ""),
                   m.show) for m in shown_metrics(metrics.get("classes"))]
