@@ -340,10 +340,10 @@ class Trainer:
         run.model.train()
         sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss, correct
         count = 0  # known on the host: counting it on the device would sync every step
-        steps = len(run.batches)
-        phase = f" {run.phase.name}" if len(self.phases) > 1 else ""
+        steps, phase = len(run.batches), f" {run.phase.name}" if len(self.phases) > 1 else ""
         bar = tqdm(run.batches, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}{phase}",
-                   disable=not self.dist.is_main, dynamic_ncols=True, leave=False)
+                   disable=None if self.dist.is_main else True,  # None: terminals only
+                   dynamic_ncols=True, leave=False)
         t0 = time.perf_counter()
         for step, (images, labels, lines) in enumerate(bar, 1):
             images = images.to(device, non_blocking=True)
