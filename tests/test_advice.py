@@ -36,6 +36,9 @@ def test_underfitting_still_rising_or_flat():
                           val_acc=[0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.84], val=(840, 1000))
     (a,) = A.advise(rising)
     assert a.kind == "underfitting" and "more --epochs" in a.text and "85.0%" in a.text
+    timed = A.RunNumbers(**{**rising.__dict__, "time_budget": 18.0})  # the clock ended it
+    (t,) = A.advise(timed)
+    assert "a longer --time-budget (this run stopped at 18 min)" in t.text
     flat = A.RunNumbers(train_acc=[0.6] * 8, val_acc=[0.6] * 8, val=(600, 1000))
     (b,) = A.advise(flat)
     assert b.kind == "underfitting" and "larger model" in b.text

@@ -110,6 +110,11 @@ def test_epochs_given_beside_a_budget_are_a_most(clock):
     budget = StepBudget(seconds=1000, reserve=0, warmup_steps=0, say=False)
     budget.step_seconds, budget.most_steps = 0.1, 30
     assert budget.scheduler(optimizer(), 10, 3, COSINE).total_steps == 30
+    assert not budget.time_limited  # the epochs ended it: "more --epochs" is the advice
+    short = StepBudget(seconds=10, reserve=0, warmup_steps=0, say=False)
+    short.step_seconds, short.most_steps = 0.1, 3000
+    short.scheduler(optimizer(), 10, 300, COSINE)
+    assert short.time_limited  # the clock ended it: "a longer --time-budget"
 
 
 def test_a_resumed_run_follows_its_planned_steps_without_a_clock(clock):

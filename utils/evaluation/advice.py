@@ -21,7 +21,8 @@ thresholds are module constants):
   anything larger than reported.
 * **under-fitting** - training top-1 at the last epoch below 90% and validation within 5
   points of it: the model has not learnt the training set; still rising over the last
-  quarter of the epochs says "more epochs", flat says "a larger model / pretrained weights".
+  quarter of the epochs says "more epochs" (a longer time budget when the clock ended the
+  run), flat says "a larger model / pretrained weights".
 * **add photos of X** - a class whose recall is below the mean recall by >= 10 points (or
   below both 80% and the mean) and that has clearly fewer training images than the median
   class (under 80% of it, or fewer than 100): in a balanced set, no class is short of photos.
@@ -88,6 +89,7 @@ class RunNumbers:
     leaks: Mapping[str, int] = field(default_factory=dict)
     class_weights: bool = False  #: the run already weighed classes
     epochs: EpochComparison | None = None
+    time_budget: float | None = None  #: minutes, when the clock ended the training
 
 
 @dataclass(frozen=True)
@@ -182,8 +184,9 @@ def _underfit(run: RunNumbers, train: float, also: str) -> Advice:
     quarter = max(len(curve) // 4, 1)
     rise = curve[-1] - curve[-1 - quarter] if len(curve) > quarter else 0.0
     if rise >= 0.02:
-        hint = (f"still rising ({100 * rise:+.0f} points over the last {quarter} epochs): "
-                "more --epochs")
+        more = ("more --epochs" if run.time_budget is None else
+                f"a longer --time-budget (this run stopped at {run.time_budget:g} min)")
+        hint = f"still rising ({100 * rise:+.0f} points over the last {quarter} epochs): {more}"
     else:
         hint = "flat: a larger model (--backbone, --width-mult) or --pretrained weights"
     return Advice("underfitting",

@@ -172,6 +172,12 @@ class StepBudget:
             return True
         return self.watch_clock and process_seconds() >= self.deadline
 
+    @property
+    def time_limited(self) -> bool:
+        """Whether the clock, not the most epochs allowed, set how long the run trained."""
+        return self.schedule is not None and math.isfinite(self.seconds) and (
+            self.most_steps is None or self.schedule.total_steps < self.most_steps)
+
     def epochs(self, steps_per_epoch: int, first_epoch: int, planned: int) -> int:
         """The epochs the steps now planned make, the last one maybe partial (``planned``
         while the budget's phase has not started)."""
