@@ -228,7 +228,7 @@ class Trainer:
         """Calibrate ``best.pth``'s weights on validation (:class:`RunConfidence`), score
         them on the test set once; write ``results.json`` and the run's ``report.html``."""
         state, cfg = self.state, self.cfg
-        rows = log.rows if log is not None else []
+        rows = log.finish() if log is not None else []
         selected = self.confidence.selection(state.best_epoch, state.epoch, rows)
         results = {"run": str(self.run_dir), "epochs": state.epoch, "seconds": seconds,
                    "checkpoint": "best.pth", "best_epoch": state.best_epoch,
