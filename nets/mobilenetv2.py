@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from nets.common import ConvBNAct, ImageClassifier, check_width_mult, init_weights, make_divisible
-from nets.geometry import stem_strides
+from nets.geometry import SMALL_INPUT_DROPS, stem_strides
 from nets.registry import PretrainedCfg, register_model
 
 #: (expansion t, output channels c, repeats n, first stride s): the paper's Table 2.
@@ -63,14 +63,17 @@ class MobileNetV2(ImageClassifier):
             stride 1 (8x downsampling instead of 32x), so 32x32 reaches the head as 4x4, as
             in the usual CIFAR variant.  No parameter changes shape.
         dropout: dropout probability before the final linear layer.
+        small_input_drops: how many of those stride-2 steps a small input drops (1: one,
+            16x downsampling, about 2.5x faster to train on a CPU).
     """
 
     def __init__(self, num_classes: int = 1000, width_mult: float = 1.0, in_channels: int = 3,
-                 small_input: bool = False, dropout: float = 0.2) -> None:
+                 small_input: bool = False, dropout: float = 0.2,
+                 small_input_drops: int = SMALL_INPUT_DROPS) -> None:
         super().__init__()
         width_mult = check_width_mult(width_mult)
         stem, *strides = stem_strides([2, *(s for *_, s in INVERTED_RESIDUAL_SETTING)],
-                                      small_input)
+                                      small_input, small_input_drops)
         channels = make_divisible(STEM_CHANNELS * width_mult)
         last_channels = make_divisible(LAST_CHANNELS * max(1.0, width_mult))
         layers: list[nn.Module] = [

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from nets.common import ImageClassifier, init_weights
-from nets.geometry import stem_strides
+from nets.geometry import SMALL_INPUT_DROPS, stem_strides
 from nets.registry import PretrainedCfg, register_model
 
 _FEATURE_MODULES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
@@ -86,12 +86,15 @@ class ResNet(ImageClassifier):
         small_input: for inputs below 96 px, ``conv1`` uses stride 1 and the max-pool is
             dropped (8x downsampling instead of 32x; the usual CIFAR variant keeps 32x32 at
             4x4 before pooling).  ``conv1`` keeps its 7x7 shape so ImageNet weights still load.
+        small_input_drops: how many of those stride-2 steps a small input drops (1: one,
+            16x downsampling, about 2.5x faster to train on a CPU).
     """
 
     def __init__(self, block: type[BasicBlock | Bottleneck], layers: tuple[int, int, int, int],
-                 num_classes: int = 1000, in_channels: int = 3, small_input: bool = False) -> None:
+                 num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
+                 small_input_drops: int = SMALL_INPUT_DROPS) -> None:
         super().__init__()
-        conv_stride, pool_stride = stem_strides([2, 2], small_input)
+        conv_stride, pool_stride = stem_strides([2, 2], small_input, small_input_drops)
         self.conv1 = nn.Conv2d(in_channels, 64, 7, conv_stride, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)

@@ -36,6 +36,9 @@ def test_underfitting_still_rising_or_flat():
                           val_acc=[0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.84], val=(840, 1000))
     (a,) = A.advise(rising)
     assert a.kind == "underfitting" and "more --epochs" in a.text and "85.0%" in a.text
+    timed = A.RunNumbers(**{**rising.__dict__, "time_budget": 18.0})  # the clock ended it
+    (t,) = A.advise(timed)
+    assert "a longer --time-budget (this run stopped at 18 min)" in t.text
     flat = A.RunNumbers(train_acc=[0.6] * 8, val_acc=[0.6] * 8, val=(600, 1000))
     (b,) = A.advise(flat)
     assert b.kind == "underfitting" and "larger model" in b.text
@@ -71,6 +74,14 @@ def test_add_photos_of_a_weak_small_class_and_name_a_weak_large_one():
     assert "most confused: wasps taken for bees (30 of 100 wasps images, 30.0%)" \
         in by_kind["most_confused"].text
     assert "imbalance" in by_kind and "10.0x" in by_kind["imbalance"].text
+
+
+def test_a_balanced_pair_is_not_short_of_photos():
+    # Two classes, 912 and 889 training images: the weaker one (below the mean) is hard;
+    # the other, above the mean, gets no advice, and neither is "short" of photos.
+    classes = [A.ClassNumbers("cats", 912, 64, 88), A.ClassNumbers("dogs", 889, 86, 110)]
+    kinds = [a.kind for a in A.advise(A.RunNumbers(classes=classes))]
+    assert kinds == ["hard_class"]
 
 
 def test_one_stray_confusion_is_not_advice():

@@ -184,3 +184,57 @@ def test_importing_datasets_into_itself_is_refused(project, source):
     assert import_(project, source).returncode == 0
     assert_clean_error(import_(project, "datasets", "--force"), "overlaps")
     assert len(files_under(project / "datasets/train")) == 4
+
+
+@pytest.mark.parametrize("name, kind", [("validation", "folder"), ("valid", "folder"),
+                                        ("validation", "tar"), ("valid", "zip")])
+def test_a_validation_or_valid_folder_is_the_validation_set(project, source, name, kind):
+    """Keras and Kaggle sets (cats_and_dogs_filtered: train/ and validation/) import with
+    their validation images as val/, instead of carving one out of train/."""
+    (source / "test").rename(source / name)
+    src = source if kind == "folder" else pack_all(source, source.parent / f"data.{kind}")
+    result = import_(project, src)
+    assert result.returncode == 0, result.stderr
+    assert f"{name}/ is the validation set: imported as val/" in result.stdout
+    assert files_under(project / "datasets/val") == files_under(source / name)
+    assert not (project / "datasets" / name).exists()
+    assert len(listed(project, "train")) + len(listed(project, "test")) == 4  # test: carved
+    assert sorted(Path(line.split(";", 1)[1]).parent.parent.name
+                  for line in listed(project, "val")) == ["val", "val"]
+
+
+def test_two_validation_folders_are_refused_and_nothing_is_written(project, source):
+    for name in ("val", "validation"):
+        make_dataset(source / "_tmp", train=1, test=0)
+        (source / "_tmp/datasets/train").rename(source / name)
+    (source / "_tmp").rename(source.parent / "elsewhere")
+    before = snapshot(project)
+    assert_clean_error(import_(project, source), "both val/ and validation/",
+                       "merge them into one")
+    assert snapshot(project) == before
+
+
+def test_a_validation_folder_put_in_datasets_by_hand_is_read_as_val(project, source):
+    """Without an import: datasets/validation/ is the validation set too."""
+    for split in ("train", "test"):
+        (source / split).rename(project / "datasets" / split)
+    make_dataset(project / "more", train=1, test=0, seed=1)  # other pictures than train/
+    (project / "more/datasets/train").rename(project / "datasets/validation")
+    result = run_script("txt_annotation.py", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "datasets/validation/" in result.stdout
+    assert sorted(line.split(";", 1)[1] for line in listed(project, "val")) == [
+        "datasets/validation/cat/000.png", "datasets/validation/dog/000.png"]
+
+
+def pack_all(source: Path, archive: Path) -> Path:
+    """Archive every split folder of ``source`` (whatever their names), unwrapped."""
+    if archive.suffix == ".zip":
+        with zipfile.ZipFile(archive, "w") as zf:
+            for name, data in files_under(source).items():
+                zf.writestr(name, data)
+    else:
+        with tarfile.open(archive, "w") as tar:
+            for split in sorted(p.name for p in source.iterdir()):
+                tar.add(source / split, arcname=split)
+    return archive

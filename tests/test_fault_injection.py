@@ -15,12 +15,16 @@ is drawn from a seeded generator, so a failure replays.
 from __future__ import annotations
 
 import csv
+import fcntl
 import os
+import pty
 import random
 import re
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from pathlib import Path
@@ -37,23 +41,32 @@ BAR = re.compile(rb"epoch (\d+)/\d+(?: \w+)?:.*?\| *(\d+)/(\d+)")
 
 
 class Training:
-    """A running ``train.py`` whose stderr is collected as it arrives."""
+    """A running ``train.py`` whose stderr, a terminal (the progress bar draws only on
+    one), is collected as it arrives."""
 
     def __init__(self, project: Path, *args):
+        self._terminal, child_end = pty.openpty()
+        # Wide enough for the whole bar, its loss and rate included (a new pty is 0 wide).
+        fcntl.ioctl(child_end, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 500, 0, 0))
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "train.py"), *map(str, args)], cwd=project,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=child_end,
             # Every step redraws the bar: the kill points are read off it, and tqdm's usual
             # 0.1 s throttle can skip the one a point waits for on a fast (or loaded) machine.
             env={**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": "0"})
+        os.close(child_end)  # the child's copy is its own: reading ends when it exits
         self.stderr = b""
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self):
-        fd = self.proc.stderr.fileno()
-        while chunk := os.read(fd, 65536):
-            self.stderr += chunk
+        try:
+            while chunk := os.read(self._terminal, 65536):
+                self.stderr += chunk
+        except OSError:  # EIO: the child's end of the terminal is closed
+            pass
+        finally:
+            os.close(self._terminal)
 
     def bar(self) -> tuple[int, int, bool] | None:
         """(epoch, steps done, whether the loss is shown) of the latest progress bar."""

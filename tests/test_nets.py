@@ -92,6 +92,19 @@ def test_small_input_stem_keeps_a_4x4_map_with_the_same_parameters(name):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
+def test_one_dropped_stride_halves_the_small_map_with_the_same_parameters(name):
+    """``small_input_drops=1`` (the CPU recipe's): 32 px reaches the head as 2x2, every
+    parameter as before; large inputs are not affected."""
+    one = meta_model(name, input_shape=(32, 32), small_input_drops=1)
+    two = meta_model(name, input_shape=(32, 32))
+    assert one.forward_features(torch.empty(1, 3, 32, 32, device="meta")).shape[-2:] == (2, 2)
+    assert ({k: v.shape for k, v in one.state_dict().items()}
+            == {k: v.shape for k, v in two.state_dict().items()})
+    large = meta_model(name, input_shape=(224, 224), small_input_drops=1)
+    assert large.forward_features(torch.empty(1, 3, 224, 224, device="meta")).shape[-2:] == (7, 7)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
 def test_in_channels_changes_only_the_first_conv(name):
     rgb = {k: v.shape for k, v in meta_model(name).state_dict().items()}
     grey = {k: v.shape for k, v in meta_model(name, in_channels=1).state_dict().items()}
@@ -159,6 +172,10 @@ def test_channels_last_autocast_and_compile_trace():
     (dict(name="resnet18", input_shape=(32,)), "two integers"),
     (dict(name="resnet18", num_classes=0), "num_classes must be a positive integer"),
     (dict(name="mobilenetv1", pretrained=True), "mobilenetv1 has no official ImageNet weights"),
+    (dict(name="mobilenetv1", input_shape=(32, 32), small_input_drops=3),
+     "small_input_drops must be 1 or 2, got 3"),
+    (dict(name="resnet18", input_shape=(32, 32), small_input_drops=True),
+     "small_input_drops must be 1 or 2, got True"),
 ])
 def test_bad_arguments_are_one_line_value_or_key_errors(kwargs, needle):
     kwargs = {"num_classes": 10, **kwargs}

@@ -117,3 +117,23 @@ def test_dollar_signs_in_names_are_text_not_maths(monkeypatch, tmp_path):
     plot_per_class([1.0, 1.0], classes, tmp_path / "recall.png", "recall")
     assert drawn == {"cm.png": classes, "recall.png": classes}
     png_size(tmp_path / "cm.png")
+
+
+def test_a_run_redraws_its_curves_at_most_every_half_minute_and_at_the_end(monkeypatch,
+                                                                            tmp_path):
+    """Each redraw costs a short CPU run about 4% of its epochs: the first epoch draws,
+    quick ones after it wait, and the report's copy (finish) shows every epoch."""
+    from utils.train import run_log
+
+    drawn = []
+    monkeypatch.setattr(run_log, "plot_curves",
+                        lambda rows, *_, best_epoch, **__: drawn.append((len(rows), best_epoch)))
+    log = run_log.RunLog(tmp_path)
+    for epoch in (1, 2, 3):
+        log.log_epoch({"epoch": epoch, "phase": "unfreeze", "train_loss": 1.0 / epoch},
+                      best_epoch=epoch)
+    assert drawn == [(1, 1)]
+    assert len(log.finish()) == 3 and drawn == [(1, 1), (3, 3)]
+    log.finish()
+    assert len(drawn) == 2  # nothing new: no redraw
+    log.close()

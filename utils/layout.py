@@ -10,6 +10,9 @@ DATASETS = "datasets"
 #: The splits, in the order they are scanned and reported (a file found in two is kept in
 #: the first): what a model learns from, picks its best epoch on, and is finally scored on.
 SPLITS = ("train", "val", "test")
+#: Other names of a split folder, as Keras and Kaggle sets have them (``validation/``): read
+#: as that split, and imported under its own name.
+SPLIT_ALIASES = {"valid": "val", "validation": "val"}
 #: The class list, one name per line: line *i* names class id *i*.
 DEFAULT_CLASSES = "model_data/cls_classes.txt"
 #: The annotation file of each split, as txt_annotation.py writes them (in the project root).

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from utils.cli import UserError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the project: train.py and eval.py
 
 
 @dataclass

@@ -8,8 +8,9 @@ is only replaced when the caller asks for it. (A run killed outright leaves its
 ``.staging-*`` folder behind; the next install removes it.)
 
 :func:`import_dataset` fills the staging folder from a folder or an archive (.zip, .tar,
-.tar.gz, ...) laid out as ``train/<class>/...`` with optional ``val/<class>/...`` and
-``test/<class>/...``, or simply as ``<class>/...`` (imported as ``train/``: annotating holds
+.tar.gz, ...) laid out as ``train/<class>/...`` with optional ``val/<class>/...`` (also
+named ``valid/`` or ``validation/``: imported as ``val/``) and ``test/<class>/...``, or simply
+as ``<class>/...`` (imported as ``train/``: annotating holds
 the validation and test images out of it), either optionally wrapped in one top-level
 folder.  Archives come from strangers, so every member is vetted before it is
 written, and only ever inside the staging folder: an absolute path, a ``..`` component, a
@@ -38,7 +39,8 @@ from utils.cli import UserError
 from utils.data.archives import (BLOCK, Budget, extract_tar, extract_zip, max_ratio_setting,
                                  write_file)
 from utils.fileio import write_atomic
-from utils.layout import DATASETS, SPLITS
+from utils.data.scan import split_folders
+from utils.layout import DATASETS, SPLIT_ALIASES, SPLITS
 from utils.names import class_name_problem, same_names, shown
 
 _IGNORED_TOP_LEVEL = {"__MACOSX"}  # resource forks added by macOS's "Compress"
@@ -163,7 +165,8 @@ def _swap_in(staging: Path, target: Path) -> None:
     undone so the old dataset is back in place.
     """
     (staging / "old").mkdir()
-    moves = [(target / s, staging / "old" / s) for s in SPLITS if os.path.lexists(target / s)]
+    moves = [(target / s, staging / "old" / s) for s in (*SPLITS, *SPLIT_ALIASES)
+             if os.path.lexists(target / s)]  # an old validation/ would be a second val/
     moves += [(staging / s, target / s) for s in SPLITS if (staging / s).is_dir()]
     done = []
     try:
@@ -208,12 +211,15 @@ def _builder(source: Path, target: Path, ratio: float) -> Callable[[Path], None]
 
         def copy(staging: Path) -> None:
             root, splits = _dataset_root(source)
-            files = _vet_folder(root, splits)  # everything refused before anything is copied
+            # everything refused before anything is copied
+            files = _vet_folder(root, [Path(folder).name for folder in splits.values()])
             budget = Budget(source, target, None)
             budget.check(sum(size + BLOCK for _, size in files), len(files))
-            into = staging if splits else staging / "train"
             for relative, _ in files:  # counted again: a file may grow meanwhile
-                _copy(root / relative, into.joinpath(*relative.parts), budget)
+                first, *rest = relative.parts
+                into = (staging / SPLIT_ALIASES.get(first, first) if splits
+                        else staging / "train" / first)
+                _copy(root / relative, into.joinpath(*rest), budget)
         return copy
     if zipfile.is_zipfile(source):
         extract = extract_zip
@@ -230,8 +236,8 @@ def _builder(source: Path, target: Path, ratio: float) -> Callable[[Path], None]
         root, splits = _dataset_root(staging / "extracted", name=source)
         if not splits:
             os.rename(root, staging / "train")
-        for split in splits:
-            os.rename(root / split, staging / split)
+        for split, folder in splits.items():
+            os.rename(folder, staging / split)
     return unpack
 
 
@@ -247,8 +253,9 @@ def _is_tar(path: Path) -> bool:
         return False
 
 
-def _dataset_root(folder: Path, name: Path | None = None) -> tuple[Path, list[str]]:
-    """Where the dataset in ``folder`` starts, and its split folders (train first).
+def _dataset_root(folder: Path, name: Path | None = None) -> tuple[Path, dict[str, str]]:
+    """Where the dataset in ``folder`` starts, and its split folders (split -> folder,
+    train first; :func:`~utils.data.scan.split_folders`).
 
     ``folder`` or its one visible sub-folder holds ``train/`` (and maybe ``val/``,
     ``test/``); or, holding no split folders at all, two or more class folders, returned
@@ -263,11 +270,16 @@ def _dataset_root(folder: Path, name: Path | None = None) -> tuple[Path, list[st
                         else [])
     for root in roots:
         if (root / "train").is_dir():
-            return root, [s for s in SPLITS if (root / s).is_dir()]
+            splits = split_folders(root)
+            for alias in (Path(f).name for f in splits.values()):
+                if alias in SPLIT_ALIASES:
+                    print(f"{alias}/ is the validation set: imported as val/")
+            return root, splits
     root = roots[-1]
     names = visible(root)
-    if len([n for n in names if (root / n).is_dir()]) >= 2 and not set(names) & set(SPLITS):
-        return root, []
+    if len([n for n in names if (root / n).is_dir()]) >= 2 and \
+            not set(names) & {*SPLITS, *SPLIT_ALIASES}:
+        return root, {}
     folders = [n for n in top if (folder / n).is_dir()]
     if len(folders) == 1 and not (folder / folders[0] / "train").is_dir() and len(roots) == 2 \
             and not any((root / n).is_dir() for n in names):

@@ -16,7 +16,7 @@ from utils.data.checks import Inspection, inspect_images
 from utils.data.config import AnnotationConfig
 from utils.data.image import IMAGE_EXTENSIONS
 from utils.data.lists import write_annotations
-from utils.data.scan import SplitScan, find_classes, scan_splits
+from utils.data.scan import SplitScan, find_classes, scan_splits, split_folders
 from utils.layout import ANNOTATION_FILES, AUDIT_FILE, CACHE_DIR, SPLITS
 from utils.names import shown
 
@@ -88,7 +88,7 @@ def _scan(datasets: Path) -> tuple[list[str], dict[str, Path], dict[str, SplitSc
     if len(classes) == 1:
         raise UserError(f"{train_dir}/ has one class folder ({classes[0]}): a classifier needs "
                         f"at least two classes, one folder of images each in {train_dir}/")
-    folders = {split: datasets / split for split in SPLITS if (datasets / split).is_dir()}
+    folders = {split: Path(folder) for split, folder in split_folders(datasets).items()}
     scans = scan_splits(folders)
     for split in ("val", "test"):
         strays = sorted(set(scans.get(split, SplitScan()).images) - set(classes))

@@ -2,7 +2,8 @@
 
 Links.  A dataset may keep its images elsewhere (``datasets/train -> /data/train``, a class
 folder or an image linked from another disk), so links are followed when they lead outside
-the split folders.  A link into a split folder (train/, val/, test/), or to a folder holding
+the split folders.  A link into a split folder (train/, val/, test/; :func:`split_folders`
+names them), or to a folder holding
 one, would list the same files twice -- a class linked to train/ or to another class, a
 test class linked to its train class -- so it is refused: an error for a class folder, a
 skipped entry below one.  On top of that, files are identified by (device, inode), so a
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 from utils.cli import UserError
 from utils.data.image import is_image_file
-from utils.layout import SPLITS
+from utils.layout import SPLIT_ALIASES, SPLITS
 from utils.names import class_name_problem, name_problem, same_names, shown
 
 
@@ -30,6 +31,26 @@ class SplitScan:
     #: into a split, a file seen twice).  The images among them are also in ``images``, so
     #: they are counted as skipped.
     unusable: dict[str, str] = field(default_factory=dict)
+
+
+def split_folders(dataset: str | os.PathLike) -> dict[str, str]:
+    """The split folders of ``dataset``: split name -> folder, in :data:`SPLITS` order.
+
+    The validation folder may also be called ``valid/`` or ``validation/``
+    (:data:`~utils.layout.SPLIT_ALIASES`); two folders for one split are a
+    :class:`UserError`, since either choice would silently drop the other's images.
+    """
+    found: dict[str, str] = {}
+    for name in (*SPLITS, *SPLIT_ALIASES):
+        folder = os.path.join(dataset, name)
+        if not os.path.isdir(folder):
+            continue
+        split = SPLIT_ALIASES.get(name, name)
+        if split in found:
+            raise UserError(f"{shown(dataset)} holds both {os.path.basename(found[split])}/ "
+                            f"and {name}/, two {split} folders: merge them into one")
+        found[split] = folder
+    return {split: found[split] for split in SPLITS if split in found}
 
 
 def find_classes(split_dir: str | os.PathLike) -> list[str]:
@@ -160,7 +181,8 @@ def _split_folders(split_dir) -> list[str]:
     """Real paths of ``split_dir`` and then of its sibling split folders."""
     dataset = os.path.dirname(os.path.abspath(split_dir))
     folders = [os.path.realpath(split_dir)]
-    folders += [os.path.realpath(os.path.join(dataset, name)) for name in SPLITS
+    folders += [os.path.realpath(os.path.join(dataset, name))
+                for name in (*SPLITS, *SPLIT_ALIASES)
                 if os.path.isdir(os.path.join(dataset, name))]
     return list(dict.fromkeys(folders))
 

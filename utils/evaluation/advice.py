@@ -21,9 +21,11 @@ thresholds are module constants):
   anything larger than reported.
 * **under-fitting** - training top-1 at the last epoch below 90% and validation within 5
   points of it: the model has not learnt the training set; still rising over the last
-  quarter of the epochs says "more epochs", flat says "a larger model / pretrained weights".
+  quarter of the epochs says "more epochs" (a longer time budget when the clock ended the
+  run), flat says "a larger model / pretrained weights".
 * **add photos of X** - a class whose recall is below the mean recall by >= 10 points (or
-  below 80%) and that has fewer training images than the median class (or fewer than 100).
+  below both 80% and the mean) and that has clearly fewer training images than the median
+  class (under 80% of it, or fewer than 100): in a balanced set, no class is short of photos.
   A low-recall class with plenty of images is named too, with its most confused class:
   more of the same photos will not fix it; its labels or look-alikes might.
 * **most confused pair** - the largest off-diagonal count, when it is at least 2 images and
@@ -48,6 +50,7 @@ UNDERFIT_GAP = 0.05
 LOW_RECALL = 0.80
 LOW_RECALL_GAP = 0.10
 FEW_IMAGES = 100
+SHORT_OF_MEDIAN = 0.8
 CONFUSED_MIN_COUNT = 2
 CONFUSED_MIN_SHARE = 0.05
 IMBALANCE = 3.0
@@ -86,6 +89,7 @@ class RunNumbers:
     leaks: Mapping[str, int] = field(default_factory=dict)
     class_weights: bool = False  #: the run already weighed classes
     epochs: EpochComparison | None = None
+    time_budget: float | None = None  #: minutes, when the clock ended the training
 
 
 @dataclass(frozen=True)
@@ -180,8 +184,9 @@ def _underfit(run: RunNumbers, train: float, also: str) -> Advice:
     quarter = max(len(curve) // 4, 1)
     rise = curve[-1] - curve[-1 - quarter] if len(curve) > quarter else 0.0
     if rise >= 0.02:
-        hint = (f"still rising ({100 * rise:+.0f} points over the last {quarter} epochs): "
-                "more --epochs")
+        more = ("more --epochs" if run.time_budget is None else
+                f"a longer --time-budget (this run stopped at {run.time_budget:g} min)")
+        hint = f"still rising ({100 * rise:+.0f} points over the last {quarter} epochs): {more}"
     else:
         hint = "flat: a larger model (--backbone, --width-mult) or --pretrained weights"
     return Advice("underfitting",
@@ -200,13 +205,14 @@ def _classes(run: RunNumbers) -> list[Advice]:
         confused_with.setdefault(true, (predicted, count))
     out = []
     for c in sorted(measured, key=lambda c: c.recall):
-        if not (c.recall < LOW_RECALL or c.recall <= mean_recall - LOW_RECALL_GAP):
+        if not (c.recall < min(LOW_RECALL, mean_recall)
+                or c.recall <= mean_recall - LOW_RECALL_GAP):
             continue
         basis = {"class": c.name, "recall": c.recall, "support": c.support,
                  "train_images": c.train_images, "median_train_images": median}
         figure = (f"recall {_pct(c.recall)} ({_ci(c.right, c.support)} on {run.held_out}, "
                   f"mean recall {_pct(mean_recall)})")
-        if c.train_images < median or c.train_images < FEW_IMAGES:
+        if c.train_images < SHORT_OF_MEDIAN * median or c.train_images < FEW_IMAGES:
             out.append(Advice("add_photos",
                               f"add photos of {c.name}: {figure}, from {c.train_images} "
                               f"training images (median class {median:g})", basis))

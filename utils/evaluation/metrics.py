@@ -55,6 +55,14 @@ METRICS = (
 )
 
 
+def shown_metrics(num_classes: int | None) -> tuple[Metric, ...]:
+    """The figures worth printing for ``num_classes`` classes: top-k is left out when k
+    covers every class, where it is 100% by construction (files keep every column)."""
+    if num_classes is None or num_classes > TOP_K:
+        return METRICS
+    return tuple(m for m in METRICS if m.key != "topk")
+
+
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
     """Number of rows whose target is among the ``k`` highest logits (a 0-d tensor)."""
     k = min(k, logits.shape[1])

@@ -34,7 +34,7 @@ from PIL import Image
 
 from utils.evaluation.cam import as_rgb_array, overlay
 from utils.evaluation.intervals import Interval, format_ci, format_interval
-from utils.evaluation.metrics import METRICS, TOP_K, ClassReport
+from utils.evaluation.metrics import TOP_K, ClassReport, shown_metrics
 from utils.evaluation.mistakes import ConfusedPair, Prediction, thumbnail
 from utils.evaluation.plots import whole_percent
 
@@ -68,11 +68,12 @@ class Report:
 
     def add_results(self, metrics: Mapping[str, Any], heading: str = "Test results") -> None:
         """Headline figures as cards, from an evaluation's summary (``results.json``'s
-        ``test``, ``metrics.json``): each of :data:`~utils.evaluation.metrics.METRICS`
-        present, under it its 95% interval when it has one, then the image count."""
+        ``test``, ``metrics.json``): each figure
+        :func:`~utils.evaluation.metrics.shown_metrics` keeps, under it its 95% interval
+        when it has one, then the image count."""
         k = metrics.get("k", TOP_K)
         cards = [(m.key, m.title(k) + (" accuracy" if m.key in ("top1", "topk") else ""),
-                  m.show) for m in METRICS]
+                  m.show) for m in shown_metrics(metrics.get("classes"))]
         cards.append(("images", "images", lambda v: f"{v:,}"))
         body = "".join(
             f"<div class='card'><div class='value'>{escape(fmt(metrics[key]))}</div>"

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from utils.evaluation.intervals import Interval, format_ci, format_short, wilson
 from utils.evaluation.metrics import (METRICS, TOP_K, ClassReport, ConfusionMatrix, Metric,
-                                      class_report, topk_correct)
+                                      class_report, shown_metrics, topk_correct)
 from utils.model.execution import Execution
 
 
@@ -46,6 +46,11 @@ class EvalResult:
     def k(self) -> int:
         """The k of :attr:`topk`: 5, or the number of classes when there are fewer."""
         return min(TOP_K, self.matrix.shape[0])
+
+    @property
+    def shown(self) -> tuple[Metric, ...]:
+        """The figures a console line shows (:func:`~utils.evaluation.metrics.shown_metrics`)."""
+        return shown_metrics(self.matrix.shape[0])
 
     @cached_property
     def report(self) -> ClassReport:
@@ -87,7 +92,7 @@ class EvalResult:
         """Every figure of :data:`~utils.evaluation.metrics.METRICS` by its key, fractions in
         [0, 1], with the image count and the k of top-k; a counted figure also has its
         interval as ``<key>_ci`` (``low``, ``high``, ``successes``, ``count``)."""
-        out: dict = {"images": self.count, "k": self.k}
+        out: dict = {"images": self.count, "k": self.k, "classes": self.matrix.shape[0]}
         for metric in METRICS:
             out[metric.key] = getattr(self, metric.key)
             interval = self.interval(metric)

@@ -20,7 +20,6 @@ from utils.data.checks import check_images
 from utils.data.lists import read_annotation, read_classes
 from utils.data.scan import scan_splits
 from utils.evaluation.confidence_report import add_unknown, describe_calibration
-from utils.evaluation.metrics import METRICS
 from utils.evaluation.ood import OodReport
 from utils.evaluation.outputs import summary, write_evaluation
 from utils.evaluation.report import Report
@@ -30,11 +29,11 @@ from utils.inference.classifier import Classifier
 from utils.inference.config import EvalConfig
 from utils.inference.onnx_runtime import is_onnx_path
 from utils.inference.unknown import measure_unknown, unknown_paths
-from utils.layout import CACHE_DIR, DEFAULT_CLASSES, SPLITS
+from utils.layout import CACHE_DIR, DEFAULT_CLASSES, SPLIT_ALIASES, SPLITS
 from utils.names import shown
 
 #: Folder names that mark a dataset's split folders rather than class folders.
-_SPLIT_NAMES = {*SPLITS, "valid", "validation"}
+_SPLIT_NAMES = {*SPLITS, *SPLIT_ALIASES}
 
 
 def evaluate_model(cfg: EvalConfig) -> dict:
@@ -128,7 +127,7 @@ def _print_summary(classifier: Classifier, result, analysis, metrics: dict,
         print(f"                ({classifier.info['scored_on']} top-1 recorded at that epoch: "
               f"{classifier.info['top1']:.2%})")
     print(f"images          {result.count} from {source}")
-    for metric in METRICS:
+    for metric in result.shown:
         print(f"{metric.title(result.k):<16}{result.describe(metric)}")
     print(f"speed           {result.count / seconds:.0f} img/s on {classifier.device} "
           f"with {classifier.runtime.name} ({seconds:.1f}s: {preparing:.1f}s preparing "

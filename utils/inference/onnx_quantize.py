@@ -3,9 +3,10 @@
 ``export.py --format int8`` (and ``predict.py --export-onnx out.onnx --int8``) exports the
 float model (checked against PyTorch), then :func:`onnxruntime.quantization.quantize_static`
 turns weights and activations into int8, with activation ranges measured on
-:data:`CALIBRATION_IMAGES` training images through the evaluation preprocessing.  Quantization costs some accuracy,
-so both models are scored on the same validation images and the two top-1s printed side
-by side; the int8 file keeps the float model's description and records both scores.
+:data:`CALIBRATION_IMAGES` training images through the evaluation preprocessing.
+Quantization costs some accuracy, so both models are scored on the same validation images
+and the two top-1s printed side by side; the int8 file keeps the float model's description
+and records both scores.
 """
 from __future__ import annotations
 

@@ -83,7 +83,7 @@ class ModelSpec:
         mean, std: the normalisation of RGB values in [0, 1] the weights expect.
         crop_fraction: evaluation keeps the centre ``input_shape`` of an image resized to
             ``input_shape / crop_fraction`` (:class:`utils.data.preprocess.Geometry`).
-        width_mult, in_channels: architecture arguments (see :func:`arch`).
+        width_mult, in_channels, small_input_drops: architecture arguments (see :func:`arch`).
         temperature: the logits are divided by it before the softmax (fitted on the
             validation set at the end of training); ``None``: not fitted (a model trained
             before calibration), probabilities are the plain softmax.
@@ -99,6 +99,10 @@ class ModelSpec:
     crop_fraction: float = 1.0
     width_mult: float = arch(1.0, "channel width multiplier α (MobileNets)")
     in_channels: int = arch(3, "image channels the first convolution takes")
+    small_input_drops: int | None = arch(
+        None, "early stride-2 steps the small-input stem drops: 2 (32 px reaches the head as "
+        "4x4) or 1 (2x2, several times faster on a CPU); unset: the networks' 2, as in every "
+        "model saved before the choice existed", kind=int)
     temperature: float | None = None
     rejection: Rejection | None = None
 

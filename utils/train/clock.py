@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import time
 
+from tqdm import tqdm
+
+from utils.cli import warn
+
 
 class RunClock:
     """The time left in a run, from the share of its epochs done (evaluation included).
@@ -52,3 +56,13 @@ def duration(seconds: float) -> str:
     if minutes < 1:
         return f"{seconds:.0f} s"
     return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def print_eta(seconds: float, epochs: int, cpu: bool) -> None:
+    """The time a run still needs, from its first steps; a warning when it takes hours on
+    a CPU."""
+    tqdm.write(f"about {duration(seconds)} more for this run's {epochs} epoch(s), "
+               "measured on a whole epoch (the bar's run_eta keeps it current)")
+    if seconds > 3600 and cpu:
+        warn(f"this run will take about {duration(seconds)} on this CPU: fewer --epochs, "
+             "a smaller --input-shape, --time-budget or --patience shortens it")

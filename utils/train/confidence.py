@@ -30,7 +30,6 @@ from utils.evaluation.confidence_report import (HeldOut, add_advice, add_calibra
                                                 add_held_out, add_unknown,
                                                 calibration_figures, describe_calibration)
 from utils.evaluation.intervals import EpochComparison, epochs_within_noise, wilson
-from utils.evaluation.metrics import METRICS
 from utils.evaluation.mistakes import most_confused
 from utils.evaluation.ood import KEEP, choose_threshold
 from utils.evaluation.report import Report
@@ -49,7 +48,7 @@ class RunConfidence:
         self.cfg, self.spec, self.execution = run.cfg, run.spec, run.execution
         self.train_samples, self.val_batches = run.train_samples, run.val_batches
         self.loading, self.run_dir, self.dist = run.loading, run.run_dir, run.dist
-        self.weights_note = run.weights_note
+        self.weights_note, self.budget = run.weights_note, run.budget
         self.correct: dict[int, torch.Tensor] = {}  #: per epoch: validation images right
         self.val: EvalResult | None = None  #: best.pth on the validation set
         self.fit = None  #: the temperature fit
@@ -190,7 +189,8 @@ class RunConfidence:
             test=None if test is None else (test.top1_correct, test.count),
             classes=classes, held_out="test" if test is not None else "validation",
             confused=confused, class_weights=self.cfg.class_weights == "auto",
-            epochs=self.comparison)
+            epochs=self.comparison, time_budget=self.cfg.time_budget
+            if self.budget is not None and self.budget.time_limited else None)
         return advice_rules.advise(numbers)
 
     def results(self, test: EvalResult | None, rows: Sequence[dict]) -> dict:
@@ -219,7 +219,7 @@ class RunConfidence:
                    "figure"]
         else:
             figures = ", ".join(f"{m.title(test.k)} {test.describe(m, short=m.key != 'top1')}"
-                                for m in METRICS)
+                                for m in test.shown)
             out = [f"test ({test.count} images in {self.cfg.test_annotation}, scored once "
                    f"with best.pth): {figures}; {self.run_dir / 'results.json'}"]
         out += [h.line() for h in self.held_out(None)]  # the validation figure beside it

@@ -40,9 +40,14 @@ class TrainConfig:
     input_shape: tuple[int, int] = setting((32, 32), "network input height and width",
                                            auto=AUTO)
     # --- model
-    backbone: str = setting("mobilenetv2", "network", nets.available())
+    backbone: str = setting("mobilenetv2", "network", nets.available(),
+                            auto="mobilenetv1 from scratch on a CPU, else mobilenetv2")
     width_mult: float = setting(1.0, "channel width multiplier (mobilenets)", valid=above(0),
                                 auto=AUTO)
+    small_input_drops: int | None = setting(
+        None, "small inputs (under 96 px): early stride-2 steps the stem drops, 2 (32 px "
+        "reaches the head as 4x4) or 1 (2x2, several times faster)", valid=between(1, 2),
+        auto="1 for mobilenetv1 on a CPU (2,000+ images), else the networks' 2")
     pretrained: bool = setting(False, "start from ImageNet weights (downloaded once to "
                                "model_data/)", auto="for photos, when the backbone has them")
     model_path: str = setting("", "start from this checkpoint or state_dict (matching tensors)")
@@ -63,10 +68,13 @@ class TrainConfig:
     patience: int | None = setting(None, "stop when validation top-1 has not improved for "
                                    "this many epochs (unset: never)",
                                    valid=between(1, MAX_EPOCHS))
-    time_budget: float | None = setting(None, "minutes the run may take: the epochs are fitted "
-                                        "to it from a measured step, and training stops "
-                                        "before it would overrun (unset: no limit)",
-                                        valid=above(0, 60 * 24 * 366))
+    time_budget: float | None = setting(None, "minutes this command may take, start to exit: "
+                                        "the steps that fit (at most --epochs when given) "
+                                        "are estimated from a measured step and re-fitted "
+                                        "after every epoch, the schedule over them; the "
+                                        "final test and report are inside it (unset: no "
+                                        "limit)", valid=above(0, 60 * 24 * 366),
+                                        auto="18 for photos on a CPU unless --epochs is given")
     # --- optimisation
     optimizer: str = setting("sgd", "sgd is Nesterov momentum", OPTIMIZERS, auto=AUTO)
     lr: float = setting(0.2, "learning rate for a global batch of 256 (scaled linearly for "

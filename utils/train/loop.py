@@ -10,8 +10,8 @@ validation set (the same code ``eval.py`` runs), a row in ``metrics.csv`` and ch
 ever chosen on the test set.
 
 Everything random is re-seeded from ``(seed, epoch)`` at the start of each epoch, so a run
-resumed from ``last.pth`` replays exactly the epochs it would have run.  Setting a run up
-(its folder, model, data and resume state) is :mod:`utils.train.prepare`' job; the trainer trains.
+resumed from ``last.pth`` replays exactly the epochs it would have run.  A ``--time-budget``
+run's last phase follows :mod:`utils.train.budget`; :mod:`utils.train.prepare` sets runs up.
 """
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ from utils.model.checkpoint import load_checkpoint, make_checkpoint, save_checkp
 from utils.model.execution import Execution
 from utils.model.spec import ModelSpec
 from utils.settings import to_dict
-from utils.train.clock import RunClock, duration
+from utils.train.budget import StepBudget
+from utils.train.clock import RunClock, duration, print_eta
 from utils.train.confidence import RunConfidence
 from utils.train.config import TrainConfig
 from utils.train.margins import MarginAccumulator, write_label_issues
@@ -84,6 +85,7 @@ class TrainingRun:
         dist: this process's place in a ``torchrun`` job.
         class_weights: per-class loss weights (``--class-weights auto``), or ``None``.
         plan: the run's plan as printed, for its report.
+        budget: ``--time-budget``'s steps (:mod:`utils.train.budget`), or ``None``.
         weights_note: why the run starts from scratch when ImageNet weights were wanted.
     """
 
@@ -100,6 +102,7 @@ class TrainingRun:
     dist: Dist = Dist()
     class_weights: torch.Tensor | None = None
     plan: str | None = None
+    budget: StepBudget | None = None
     weights_note: str | None = None
 
 
@@ -113,12 +116,11 @@ class Trainer:
                                                               run.val_batches)
         self.test_samples, self.class_weights = run.test_samples, run.class_weights
         self.state, self.run_dir, self.dist = run.state, Path(run.run_dir), run.dist
-        self.plan = run.plan
+        self.plan, self.budget = run.plan, run.budget
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.phases = plan_phases(self.cfg)
         self.augment = BatchAugment(self.spec.input_shape, self.spec.small_input,
                                     self.cfg.augment, self.cfg.cutout)
-        self.first_epoch = self.state.epoch
         self.clock = RunClock(self.cfg.epochs - self.state.epoch,
                               steady_from=max(0, self.phases[-1].start - self.state.epoch))
         self.confidence = RunConfidence(run)
@@ -139,9 +141,10 @@ class Trainer:
         log = RunLog(self.run_dir, self.state.epoch) if self.dist.is_main else None
         started = time.perf_counter()
         try:
-            for epoch in range(self.state.epoch, cfg.epochs):
+            while self.state.epoch < cfg.epochs:  # a --time-budget moves the end as it goes
+                epoch = self.state.epoch
                 phase = next(p for p in self.phases if p.start <= epoch < p.end)
-                if current is None or current.phase != phase:
+                if current is None or current.phase.name != phase.name:
                     current = self._start_phase(phase)
                 seed = epoch_seed(cfg.seed, epoch, self.dist.rank)
                 torch.manual_seed(seed)
@@ -156,6 +159,9 @@ class Trainer:
                 val = None if self.val_batches is None else evaluate(
                     self.model, self.val_batches, self.execution, self.spec.num_classes,
                     reduce=self.dist.all_reduce, keep=self.confidence.keep)
+                # Before the checkpoints: they record the epochs the budget now plans.
+                stopped = self._budget_epoch_end(current, epoch + 1, seconds,
+                                                 time.perf_counter() - t0)
                 self._end_epoch(epoch + 1, phase, val)
                 self.confidence.epoch_done(epoch + 1, val)
                 margins = self.margins.merged(self.dist.all_reduce)  # every process takes part
@@ -168,7 +174,7 @@ class Trainer:
                     self._save_checkpoints(val, current, margins)
                     tqdm.write(epoch_line(record, val, cfg.epochs, self.state.best_epoch))
                 self.clock.epoch_done()
-                stopped = self._early_stop() or self._out_of_time(started)
+                stopped = stopped or self._early_stop()
                 if stopped:
                     break
             results = self._final_test(log, time.perf_counter() - started, stopped)
@@ -203,27 +209,26 @@ class Trainer:
                   f"{state.best_epoch}, {state.best_top1:.4f})", flush=True)
         return {"epoch": state.epoch, "patience": patience}
 
-    def _out_of_time(self, started: float) -> dict | None:
-        """Whether another epoch would overrun ``--time-budget`` (at the pace so far)."""
-        budget, state = self.cfg.time_budget, self.state
-        if not budget or state.epoch >= self.cfg.epochs:
+    def _budget_epoch_end(self, run: _PhaseRun, epoch: int, train_seconds: float,
+                          epoch_seconds: float) -> dict | None:
+        """Re-fit a --time-budget run's steps (its epochs follow); what stopped it, if done."""
+        if self.budget is None:
             return None
-        elapsed = time.perf_counter() - started
-        per_epoch = elapsed / max(state.epoch - self.first_epoch, 1)
-        if elapsed + per_epoch <= budget * 60:
+        steps = len(run.batches)
+        self.budget.epoch_done(train_seconds, epoch_seconds, steps)
+        if not self.budget.done():
+            self.cfg.epochs = self.budget.epochs(steps, run.phase.start, self.cfg.epochs)
+            self.phases, self.clock.epochs = plan_phases(self.cfg), self.cfg.epochs
             return None
-        if self.dist.is_main:
-            print(f"stopped after epoch {state.epoch} of {self.cfg.epochs}: another epoch "
-                  f"(about {per_epoch:.0f} s) would overrun the {budget:g} min budget",
-                  flush=True)
-        return {"epoch": state.epoch, "time_budget": budget}
+        self.cfg.epochs = epoch
+        return {"epoch": epoch, **self.budget.summary()}
 
     def _final_test(self, log: RunLog | None, seconds: float,
                     stopped: dict | None) -> dict | None:
         """Calibrate ``best.pth``'s weights on validation (:class:`RunConfidence`), score
         them on the test set once; write ``results.json`` and the run's ``report.html``."""
         state, cfg = self.state, self.cfg
-        rows = log.rows if log is not None else []
+        rows = log.finish() if log is not None else []
         selected = self.confidence.selection(state.best_epoch, state.epoch, rows)
         results = {"run": str(self.run_dir), "epochs": state.epoch, "seconds": seconds,
                    "checkpoint": "best.pth", "best_epoch": state.best_epoch,
@@ -308,9 +313,12 @@ class Trainer:
         optimizer = make_optimizer(self.model, cfg.optimizer, lr, weight_decay=cfg.weight_decay,
                                    momentum=cfg.momentum, device=self.execution.device)
         epochs = phase.end - phase.start
-        scheduler = make_scheduler(optimizer, cfg.schedule, epochs * steps,
-                                   round(cfg.warmup_epochs * steps), cfg.step_epochs * steps,
-                                   cfg.step_gamma)
+        if self.budget is not None and phase.name == self.phases[-1].name:
+            scheduler = self.budget.scheduler(optimizer, steps, epochs, cfg)
+        else:
+            scheduler = make_scheduler(optimizer, cfg.schedule, epochs * steps,
+                                       round(cfg.warmup_epochs * steps),
+                                       cfg.step_epochs * steps, cfg.step_gamma)
         scaler = torch.amp.GradScaler(self.execution.device.type,
                                       enabled=self.execution.amp_dtype == torch.float16)
         if self.state.phase == phase.name and self.state.epoch < phase.end:
@@ -332,10 +340,10 @@ class Trainer:
         run.model.train()
         sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss, correct
         count = 0  # known on the host: counting it on the device would sync every step
-        steps = len(run.batches)
-        phase = f" {run.phase.name}" if len(self.phases) > 1 else ""
+        steps, phase = len(run.batches), f" {run.phase.name}" if len(self.phases) > 1 else ""
         bar = tqdm(run.batches, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}{phase}",
-                   disable=not self.dist.is_main, dynamic_ncols=True, leave=False)
+                   disable=None if self.dist.is_main else True,  # None: terminals only
+                   dynamic_ncols=True, leave=False)
         t0 = time.perf_counter()
         for step, (images, labels, lines) in enumerate(bar, 1):
             images = images.to(device, non_blocking=True)
@@ -350,31 +358,25 @@ class Trainer:
                                  (logits.argmax(1) == labels).sum().double()])
             self.clock.start(step / steps)
             if self.clock.announce(step / steps) and self.dist.is_main:
-                self._print_eta(self.clock.eta(step / steps))
+                print_eta(self.clock.eta(step / steps), cfg.epochs,
+                          self.execution.device.type == "cpu")
             if step % LOG_EVERY == 0 or step == steps:
                 loss_sum, correct = sums.tolist()  # the only host sync
                 if not math.isfinite(loss_sum):
                     raise UserError(f"the loss became {loss_sum} at epoch {epoch + 1}: "
                                     "lower --lr or use --amp off")
                 elapsed = time.perf_counter() - t0
-                eta = self.clock.eta(step / steps)
                 bar.set_postfix(loss=f"{loss_sum / count:.4f}", acc=f"{correct / count:.3f}",
                                 lr=f"{run.optimizer.param_groups[0]['lr']:.4g}",
                                 img_s=f"{count * self.dist.world_size / elapsed:.0f}",
-                                run_eta=duration(eta))
+                                run_eta=duration(self.clock.eta(step / steps)))
+            if self.budget is not None and self.budget.done():
+                break  # mid-epoch: the steps that fit are done
         elapsed = time.perf_counter() - t0
         totals = self.dist.all_reduce(torch.cat([sums, sums.new_tensor([count])]))
         loss_sum, correct, count = totals.tolist()
         return {"train_loss": loss_sum / max(count, 1), "train_top1": correct / max(count, 1),
                 "img_per_s": count / elapsed}
-
-    def _print_eta(self, seconds: float) -> None:
-        """The time the run still needs, from its first steps; a warning when it takes hours."""
-        tqdm.write(f"about {duration(seconds)} more for this run's {self.cfg.epochs} epoch(s), "
-                   "measured on a whole epoch (the bar's run_eta keeps it current)")
-        if seconds > 3600 and self.execution.device.type == "cpu":
-            warn(f"this run will take about {duration(seconds)} on this CPU: fewer --epochs, "
-                 "a smaller --input-shape or --patience shortens it")
 
     # ---------------------------------------------------------------- checkpoints
     def _save_checkpoints(self, val: EvalResult | None, run: _PhaseRun,

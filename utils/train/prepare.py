@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 import uuid
@@ -26,7 +27,7 @@ import nets
 from utils import distributed
 from utils.cli import UserError, warn
 from utils.data.augment import BatchAugment
-from utils.data.batches import Loading, check_batch_size, make_batches
+from utils.data.batches import Loading, check_batch_size, make_batches, training_batches
 from utils.data.lists import read_annotation, read_classes
 from utils.fileio import write_atomic
 from utils.model.checkpoint import load_checkpoint, read_weights, transfer_from_file
@@ -34,6 +35,7 @@ from utils.model.execution import Execution
 from utils.model.spec import ModelSpec
 from utils.settings import from_dict, to_dict
 from utils.train import recipe
+from utils.train.budget import REPORT_SECONDS, TEST_MARGIN, StepBudget
 from utils.train.config import TrainConfig
 from utils.train.loop import Trainer, TrainingRun
 from utils.train.state import RUN_ID_FILE, TrainState, train_fingerprint
@@ -50,7 +52,7 @@ class Run:
     cfg: TrainConfig
     run_dir: Path
     resume: dict[str, Any] | None = None
-    named: bool = True  #: the folder name was given (else a time stamp, made unique)
+    named: bool = True  #: the folder name was given (else backbone + time stamp, unique)
     explicit: frozenset[str] = frozenset()  #: the settings the user gave
 
 
@@ -61,8 +63,8 @@ def resolve_run(cfg, explicit=frozenset()) -> Run:
     runtime ones override them and any other that disagrees is an error, not ignored.
     """
     if not cfg.resume:
-        name = cfg.run_name or f"{cfg.backbone}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = Path(cfg.save_dir) / name
+        # Unnamed: the time stamp now, the backbone once the recipe has chosen it.
+        run_dir = Path(cfg.save_dir) / (cfg.run_name or time.strftime('%Y%m%d-%H%M%S'))
         if cfg.run_name:
             _check_free(run_dir)  # early, before minutes of set-up; claimed atomically later
         return Run(cfg, run_dir, named=bool(cfg.run_name), explicit=frozenset(explicit))
@@ -125,11 +127,9 @@ def start_training(run: Run) -> Trainer:
                                    if hasattr(run.cfg, f)})
     _check_batches(run.cfg, train, dist)
     model, execution = _model(run, spec, device, dist)
-    if plan is not None and run.cfg.time_budget:
-        augment = BatchAugment(spec.input_shape, spec.small_input)
-        recipe.fit_to_budget(plan, *measure_speed(model, spec, execution,
-                                                  min(run.cfg.batch_size, len(train)), augment))
-        run.cfg = plan.cfg
+    budget = None
+    if run.cfg.time_budget:
+        budget = _budget(run, plan, model, spec, execution, (train, val, test), dist)
     cfg = run.cfg
     loading = Loading(cfg.workers, cfg.cache_dir if cfg.cache else None, device, dist, cfg.seed)
     val_batches = make_batches(val, spec.geometry, cfg.eval_batch_size, train=False,
@@ -154,7 +154,39 @@ def start_training(run: Run) -> Trainer:
         run_dir = _open_run_dir(run, state.run_id)
         print(f"run folder: {run_dir}")
     return Trainer(TrainingRun(cfg, spec, model, execution, loading, train, val_batches, test,
-                               state, run_dir, dist, weights, plan_text, note))
+                               state, run_dir, dist, weights, plan_text, budget, note))
+
+
+def _budget(run: Run, plan: recipe.Choices | None, model, spec: ModelSpec,
+            execution: Execution, lists, dist) -> StepBudget:
+    """``--time-budget``'s steps: a training step and an evaluation pass timed now, the
+    plan's epochs fitted from them (a fresh run); a resumed run finishes its planned steps.
+    """
+    train, val, test = lists
+    steps = training_batches(-(-len(train) // dist.world_size), run.cfg.batch_size)[0]
+    agree = None
+    if dist.enabled:
+        def agree(total: int) -> int:
+            mean = dist.all_reduce(torch.tensor([float(total)], device=execution.device))
+            return max(1, round(mean.item() / dist.world_size))
+    if plan is None:
+        return StepBudget(math.inf, 0.0, 0, agree, say=dist.is_main)
+    augment = BatchAugment(spec.input_shape, spec.small_input)
+    batch = min(run.cfg.batch_size, len(train))
+    train_s, eval_s = measure_speed(model, spec, execution, batch, augment)
+    budget = StepBudget(run.cfg.time_budget * 60,
+                        len(test) * eval_s * TEST_MARGIN + REPORT_SECONDS,
+                        round(run.cfg.warmup_epochs * steps), agree, say=dist.is_main)
+    budget.step_seconds = train_s * batch * dist.world_size
+    budget.epoch_overhead = len(val) * eval_s + recipe.EPOCH_OVERHEAD
+    # Epochs given, or a budget the recipe chose (a limit, not a target: a small set
+    # still takes its few minutes): the epochs are a most, within the time.
+    if "epochs" in run.explicit or "time_budget" not in run.explicit:
+        budget.most_steps = (run.cfg.epochs - min(run.cfg.freeze_epochs, run.cfg.epochs)) * steps
+    fit = budget.steps_that_fit(0, steps)
+    recipe.fit_to_budget(plan, fit, steps, capped=fit == budget.most_steps)
+    run.cfg = plan.cfg
+    return budget
 
 
 def _check_own_folder(ckpt: dict, saved: TrainConfig, run_dir: Path, source: str) -> None:
@@ -287,6 +319,8 @@ def _open_run_dir(run: Run, run_id: str | None) -> Path:
         if run_id is not None and not (run.run_dir / RUN_ID_FILE).exists():
             write_atomic(run.run_dir / RUN_ID_FILE, f"{run_id}\n")  # its new home
         return run.run_dir
+    if not run.named:
+        run.run_dir = run.run_dir.with_name(f"{run.cfg.backbone}-{run.run_dir.name}")
     name = run.run_dir.name
     candidates = [run.run_dir] if run.named else [
         run.run_dir, *(run.run_dir.with_name(f"{name}-{i}") for i in range(2, 100))]

@@ -7,12 +7,14 @@ reason the run's plan prints. The recipes:
 
 * small images (CIFAR-style, under 96 px) on a GPU: the CIFAR-10 recipe, unchanged, at the
   images' own size (batch sizes bounded by the training set);
-* small images on a CPU, where time is what users feel: a half-width MobileNet, AdamW,
-  batches of 32 (as fast per image as larger ones, and training stays under 1.5 GiB), and the
-  epochs a CPU gets through in about twenty minutes;
+* small images on a CPU, where time is what users feel: a half-width MobileNetV1 whose
+  small-input stem keeps 16x16 (not 32x32) after it, AdamW, batches of 32 (as fast per image
+  as larger ones, and training stays under 1.5 GiB), and the epochs a CPU gets through in
+  about twenty minutes;
 * photos: ImageNet transfer when the backbone has weights (one frozen epoch to fit the new
-  head, then everything), at the weights' input size; from scratch, a smaller input on a
-  CPU, where a 224 px network trains several times slower;
+  head, then everything), at the weights' input size; from scratch on a CPU, the CPU
+  network at 128 px (a 224 px network trains several times slower); on a CPU a run is given
+  a time budget of :data:`PHOTO_CPU_MINUTES` unless its epochs are;
 * everywhere: a warm-up of at most a tenth of the run, and early stopping on validation
   for the short photo runs.
 
@@ -37,6 +39,9 @@ SIZE_SAMPLE = 200
 EPOCH_OVERHEAD = 1.0
 #: Training images a CPU recipe gets through (about 20 minutes at 250 img/s, 2 cores).
 CPU_IMAGES = 300_000
+#: Minutes a photo run on a CPU takes unless told otherwise (the whole command; the
+#: import and annotation before it take well under a minute for a few thousand photos).
+PHOTO_CPU_MINUTES = 18.0
 #: From this many training images a CPU recipe halves the MobileNets' width: below it a run
 #: is short anyway, and full width learns more per epoch.
 HALF_WIDTH_IMAGES = 2000
@@ -145,18 +150,21 @@ def scratch_note(backbone: str) -> str:
     """What the plan, the final lines and the report say when the ImageNet weights a run
     wanted could not be had, and how to get them."""
     url = nets.get_entry(backbone).pretrained_cfg.url
-    return (f"from scratch: no ImageNet weights (download {url} into {nets.MODEL_DIR}/, or "
-            "run once with internet access)")
+    return (f"from scratch: no ImageNet weights for {backbone} (download {url} into "
+            f"{nets.MODEL_DIR}/, or run once with internet access, to start from them)")
 
 
-def fit_to_budget(choices: Choices, train_seconds: float, eval_seconds: float) -> None:
-    """Epochs that fit ``--time-budget``, from measured seconds per image of a training step
-    and of an evaluation pass (the validation set is scored every epoch)."""
-    cfg, data = choices.cfg, choices.data
-    epoch = data.train * train_seconds + data.val * eval_seconds + EPOCH_OVERHEAD
-    epochs = max(1, int(cfg.time_budget * 60 // epoch))
-    choices.set("epochs", epochs, f"about {epoch:.0f} s an epoch (measured) fits "
-                                  f"{cfg.time_budget:g} min")
+def fit_to_budget(choices: Choices, steps: int, steps_per_epoch: int,
+                  capped: bool = False) -> None:
+    """The plan's epochs for ``--time-budget``: the ``steps`` that fit (estimated from a
+    measured step, :mod:`utils.train.budget`, and re-fitted as the run goes), or, when
+    ``capped``, all the steps of the epochs planned, which fit."""
+    epochs = -(-steps // max(steps_per_epoch, 1))
+    budget = choices.cfg.time_budget
+    choices.set("epochs", epochs, f"within {budget:g} min (measured), re-fitted after every "
+                                  "epoch" if capped else
+                                  f"about {steps} steps fit {budget:g} min (measured), "
+                                  "re-fitted after every epoch")
     _warmup(choices)
 
 
@@ -164,10 +172,33 @@ def _small_images(choices: Choices, data: Survey, gpu: bool) -> None:
     choices.set("input_shape", data.image_shape, "the images' own size (small images)")
     if gpu:
         return  # the CIFAR-10 recipe, as it is
-    cfg = choices.cfg
-    if "width_mult" in nets.arguments(cfg.backbone) and data.train >= HALF_WIDTH_IMAGES:
-        choices.set("width_mult", 0.5, f"CPU recipe, {data.train:,} images: 3x the images per "
-                                       "second of full width")
+    _cpu_network(choices, data)
+    if choices.cfg.backbone == "mobilenetv1" and data.train >= HALF_WIDTH_IMAGES:
+        choices.set("small_input_drops", 1, "CPU recipe: 16x16 after the stem at 32 px, "
+                                            "2.5x the images per second, and more top-1 in "
+                                            "80 s")
+    _cpu_epochs(choices, data, least=10)
+
+
+def _cpu_epochs(choices: Choices, data: Survey, least: int) -> None:
+    """About :data:`CPU_IMAGES` training images in all (at least ``least`` epochs, at most
+    150); a time budget may end the run sooner."""
+    epochs = min(150, max(least, round(CPU_IMAGES / max(data.train, 1))))
+    choices.set("epochs", epochs, f"CPU recipe: {epochs * data.train:,} images in all (about "
+                                  f"{CPU_IMAGES:,}, at least {least} epochs)")
+
+
+def _cpu_network(choices: Choices, data: Survey, timed: bool = False) -> None:
+    """A network trained from scratch on a CPU: half-width MobileNetV1 (the fastest per
+    image here), AdamW, batches of 32.  Full width for fewer than
+    :data:`HALF_WIDTH_IMAGES` images, unless the run is ``timed`` (a time budget: then
+    images per second are what counts)."""
+    choices.set("backbone", "mobilenetv1", "CPU recipe: 1.3x the images per second of "
+                                           "MobileNetV2 at the same width")
+    if "width_mult" in nets.arguments(choices.cfg.backbone) and (
+            timed or data.train >= HALF_WIDTH_IMAGES):
+        choices.set("width_mult", 0.5, f"CPU recipe, {data.train:,} images: 2-3x the images "
+                                       "per second of full width")
     if "lr" not in choices.given:  # a rate given means the optimizer it was meant for
         choices.set("optimizer", "adamw", "CPU recipe: gets far in the few epochs a CPU "
                                           "affords")
@@ -176,9 +207,6 @@ def _small_images(choices: Choices, data: Survey, gpu: bool) -> None:
         choices.set("weight_decay", 0.05, "AdamW's decoupled decay")
     choices.set("batch_size", 32, "CPU recipe: as fast per image as larger batches, more "
                                   "steps, and the memory of training under 1.5 GiB")
-    epochs = min(150, max(10, round(CPU_IMAGES / max(data.train, 1))))
-    choices.set("epochs", epochs, f"CPU recipe: {epochs * data.train:,} images in all (about "
-                                  f"{CPU_IMAGES:,}, at least 10 epochs)")
 
 
 def _photos(choices: Choices, data: Survey, gpu: bool, transfer: bool) -> None:
@@ -197,9 +225,17 @@ def _photos(choices: Choices, data: Survey, gpu: bool, transfer: bool) -> None:
         choices.set("input_shape", (side, side),
                     "photos from scratch" + ("" if gpu else ": 128 px trains about 3x faster "
                                              "than 224 on a CPU"))
-        choices.set("epochs", 40 if not gpu else 90, "from scratch on a small set")
+        if gpu:
+            choices.set("epochs", 90, "from scratch on a small set")
+        else:
+            _cpu_epochs(choices, data, least=40)
+            _cpu_network(choices, data, timed="epochs" not in choices.given)
     if choices.why["batch_size"] != "given":
         choices.set("batch_size", 64 if gpu else 32, "photos")
+    if not gpu and "epochs" not in choices.given:
+        choices.set("time_budget", PHOTO_CPU_MINUTES, "photos on a CPU: at most the epochs "
+                                                      "that fit, a model within 20 minutes "
+                                                      "(--epochs or --time-budget for more)")
 
 
 def _batches(choices: Choices, data: Survey) -> None:
@@ -254,10 +290,9 @@ def describe(choices: Choices, device: torch.device, train_images: int,
     auto_fields = {f.name for f in fields(cfg) if f.metadata.get("auto")}
     width = max(len(name) for name in auto_fields | set(choices.why))
     for f in fields(cfg):
-        why = choices.why[f.name]
-        if why == "default" and f.name not in auto_fields:
-            continue
-        value = getattr(cfg, f.name)
+        why, value = choices.why[f.name], getattr(cfg, f.name)
+        if why == "default" and (f.name not in auto_fields or value is None):
+            continue  # an automatic setting left unset has nothing to say
         shown = " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
         label = why if why in ("given", "default") else f"auto: {why}"
         lines.append(f"  {f.name:<{width}}  {shown:<12} {label}")

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
+import time
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
@@ -16,10 +18,14 @@ COLUMNS = ("epoch", "phase", "lr", "train_loss", "train_top1",
 #: Columns as runs before this version named them (a resumed old run keeps its rows).
 _OLD_COLUMNS = {"train_acc": "train_top1", "val_acc": "val_top1", "val_recall": "val_mean_recall",
                 **{f"val_top{k}": "val_topk" for k in range(2, 6)}}
+#: Seconds between redraws of the curve plots: a redraw takes about 0.4 s on a 2-core CPU,
+#: 4% of the epochs of a short CPU run; :meth:`RunLog.finish` brings them up to date.
+PLOT_SECONDS = 30.0
 
 
 class RunLog:
-    """Appends one row per epoch and redraws ``loss.png`` / ``accuracy.png``.
+    """Appends one row per epoch and redraws ``loss.png`` / ``accuracy.png`` (at most every
+    :data:`PLOT_SECONDS`, and at the end).
 
     On resume, rows after the resumed epoch (written by a run killed before its checkpoint
     landed) are dropped, and TensorBoard events past it are purged, so the logs read as if
@@ -35,6 +41,7 @@ class RunLog:
                      and _epoch(r) <= resume_epoch]
         self._rewrite()
         self.writer = SummaryWriter(str(self.run_dir), purge_step=resume_epoch + 1)
+        self._plotted, self._best_epoch, self._stale = -math.inf, None, False
 
     def _read(self) -> list[dict]:
         try:  # utf-8-sig: a spreadsheet that re-saved the file may have added a BOM
@@ -67,7 +74,20 @@ class RunLog:
                 tag = f"{name}/{split}" if split in ("train", "val") else key
                 self.writer.add_scalar(tag, float(row[key]), epoch)
         self.writer.flush()
-        plot_curves(self.rows, self.run_dir, run_name=self.run_dir.name, best_epoch=best_epoch)
+        self._best_epoch, self._stale = best_epoch, True
+        if time.monotonic() - self._plotted >= PLOT_SECONDS:
+            self._plot()
+
+    def finish(self) -> list[dict]:
+        """The rows, with the curve plots brought up to date (for the run's report)."""
+        if self._stale:
+            self._plot()
+        return self.rows
+
+    def _plot(self) -> None:
+        plot_curves(self.rows, self.run_dir, run_name=self.run_dir.name,
+                    best_epoch=self._best_epoch)
+        self._plotted, self._stale = time.monotonic(), False
 
     def log_test(self, results: dict, epoch: int) -> None:
         """The final test figures, as ``test/...`` scalars at the epoch they belong to."""
@@ -92,7 +112,7 @@ def epoch_line(record: dict, val, epochs: int, best_epoch: int) -> str:
     line = (f"epoch {record['epoch']}/{epochs}: train loss "
             f"{record['train_loss']:.4f} top-1 {record['train_top1']:.4f} | ")
     if val is not None:
-        figures = ", ".join(f"{m.title(val.k)} {val.describe(m, short=True)}" for m in METRICS)
+        figures = ", ".join(f"{m.title(val.k)} {val.describe(m, short=True)}" for m in val.shown)
         line += f"val {figures}{' (best)' if best_epoch == record['epoch'] else ''} | "
     return line + f"{record['img_per_s']:.0f} img/s, {record['seconds']:.1f}s"
 
