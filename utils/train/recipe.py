@@ -266,8 +266,8 @@ def _held_out_line(data: Survey) -> list[str]:
              if 0 < n < need]
     if not small:
         return []
-    worst = wilson(min(n for n in (data.val, data.test) if n) // 2,
-                   min(n for n in (data.val, data.test) if n))
+    fewest = min(n for n in (data.val, data.test) if n)
+    worst = wilson(fewest // 2, fewest)  # a figure near 50% has the widest interval
     return [f"held-out  {' and '.join(small)} images: too few to measure the model (a figure "
             f"on them can be off by up to ±{100 * worst.half_width:.0f} points; about {need} "
             "images keep any figure within ±10)"]
