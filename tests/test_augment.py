@@ -60,6 +60,19 @@ def test_random_resized_boxes_follow_torchvision_ranges():
     assert 0.4 < float(area.mean()) < 0.6
 
 
+def test_a_crop_scale_keeps_at_least_that_share_of_the_image():
+    """--crop-scale 0.35 (the CPU photo recipe) never crops less than 35% of the picture;
+    1.0 keeps the whole picture, resized."""
+    boxes = random_resized_boxes(2000, 60, 80, scale=(0.35, 1.0), generator=generator())
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / (60 * 80)
+    assert float(area.min()) > 0.33 and float(area.mean()) > 0.55
+    images = distinct_images(3, size=8)
+    whole = BatchAugment((8, 8), small=False, crop_scale=1.0)
+    whole.seed(0, torch.device("cpu"))
+    assert all(torch.equal(o, i) or torch.equal(o, i.flip(2)) for o, i in zip(whole(images),
+                                                                               images))
+
+
 def test_random_resized_boxes_fall_back_to_a_centre_crop_for_extreme_shapes():
     # A 1 x 50 strip admits no box of ratio 3/4..4/3 with 8-100 % of its area.
     boxes = random_resized_boxes(5, 1, 50, generator=generator())

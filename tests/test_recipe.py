@@ -62,6 +62,9 @@ def test_photos_on_a_cpu_get_a_time_budget_unless_their_epochs_are_given():
     assert (cfg.backbone, cfg.width_mult, cfg.optimizer, cfg.input_shape) == (
         "mobilenetv1", 0.5, "adamw", (128, 128))
     assert cfg.small_input_drops is None  # 128 px is not a small input
+    assert cfg.crop_scale == recipe.PHOTO_CPU_CROP_SCALE > 0.08  # a short run under-fits
+    assert choose(many, CPU, "--crop-scale", "0.08", weights=False).cfg.crop_scale == 0.08
+    assert choose(many, GPU, weights=False).cfg.crop_scale == 0.08  # 90 epochs: torchvision's
     assert cfg.epochs == 150  # a most (about 300,000 images): the budget decides
     given = choose(many, CPU, "--epochs", "60", weights=False).cfg  # 1,800 images: full width
     assert (given.time_budget, given.width_mult) == (None, 1.0)
@@ -70,6 +73,7 @@ def test_photos_on_a_cpu_get_a_time_budget_unless_their_epochs_are_given():
     transfer = choose(many, CPU, weights=True).cfg
     assert (transfer.backbone, transfer.pretrained, transfer.time_budget) == (
         "mobilenetv2", True, recipe.PHOTO_CPU_MINUTES)
+    assert transfer.crop_scale == 0.08  # fine-tuning: not measured, torchvision's
 
 
 def test_photos_start_from_imagenet_weights_when_they_can_be_had():

@@ -7,8 +7,8 @@ and policy op.
 
 * small inputs (CIFAR-style, see ``ModelSpec.small_input``): zero-pad by 1/8 of the
   side and crop back at a random offset, then flip;
-* larger inputs: random-resized crop (scale 0.08-1, ratio 3/4-4/3, as torchvision) from the
-  decoded base image, then flip.
+* larger inputs: random-resized crop (area share ``crop_scale``-1, 0.08 as torchvision by
+  default; ratio 3/4-4/3) from the decoded base image, then flip.
 
 An optional policy (``autoaugment``, ``randaugment``, ``trivialaugment``: torchvision
 transforms v2) follows; it draws one op per chunk of the batch, so samples in different
@@ -83,14 +83,15 @@ def random_resized_boxes(n: int, height: int, width: int, scale=(0.08, 1.0),
     return torch.stack([x1, y1, x1 + cw, y1 + ch], dim=1)
 
 
-def random_resized_crop(images: torch.Tensor, out_shape, generator=None) -> torch.Tensor:
+def random_resized_crop(images: torch.Tensor, out_shape, scale=(0.08, 1.0),
+                        generator=None) -> torch.Tensor:
     """Per-sample random-resized crop of a uint8 batch, bilinear, in one ``grid_sample``.
 
     Each box becomes an affine map from the output grid onto the box (normalised
     coordinates, pixel edges at -1 and 1), so the whole batch is resampled at once.
     """
     n, c, height, width = images.shape
-    x1, y1, x2, y2 = random_resized_boxes(n, height, width, generator=generator,
+    x1, y1, x2, y2 = random_resized_boxes(n, height, width, scale, generator=generator,
                                           device=images.device).unbind(1)
     theta = torch.zeros(n, 2, 3, device=images.device)
     theta[:, 0, 0] = (x2 - x1) / width
@@ -130,9 +131,11 @@ def random_flip(images: torch.Tensor, generator=None) -> torch.Tensor:
 class BatchAugment:
     """Callable turning a batch of base-form uint8 images into augmented input-shape ones."""
 
-    def __init__(self, input_shape, small: bool, policy: str = "none", cutout: float = 0.0):
+    def __init__(self, input_shape, small: bool, policy: str = "none", cutout: float = 0.0,
+                 crop_scale: float = 0.08):
         self.input_shape = tuple(input_shape)
         self.small = small
+        self.scale = (crop_scale, 1.0)
         self.pad = max(1, round(min(input_shape) / 8))
         self.policy = make_policy(policy)
         self.cutout = round(cutout * min(input_shape))
@@ -150,7 +153,7 @@ class BatchAugment:
         if self.small:
             images = pad_crop(images, self.input_shape, self.pad, self.generator)
         else:
-            images = random_resized_crop(images, self.input_shape, self.generator)
+            images = random_resized_crop(images, self.input_shape, self.scale, self.generator)
         images = random_flip(images, self.generator)
         if self.policy is not None:
             images = torch.cat([self.policy(chunk) for chunk in images.split(_POLICY_CHUNK)])

@@ -94,6 +94,9 @@ class TrainConfig:
                                      valid=between(0, 1))
     class_weights: str = setting("none", "auto: weigh each class's loss by its inverse "
                                  "frequency (mean 1), for imbalanced data", ("none", "auto"))
+    crop_scale: float = setting(0.08, "smallest share of the image a random-resized training "
+                                "crop keeps (photos; 1: whole images)", valid=between(0.01, 1),
+                                auto=AUTO)
     augment: str = setting("none", "extra augmentation policy (crop and flip always on)",
                            augment.POLICIES)
     cutout: float = setting(0.0, "side of a grey square hiding part of each training image, "

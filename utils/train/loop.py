@@ -120,7 +120,7 @@ class Trainer:
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.phases = plan_phases(self.cfg)
         self.augment = BatchAugment(self.spec.input_shape, self.spec.small_input,
-                                    self.cfg.augment, self.cfg.cutout)
+                                    self.cfg.augment, self.cfg.cutout, self.cfg.crop_scale)
         self.clock = RunClock(self.cfg.epochs - self.state.epoch,
                               steady_from=max(0, self.phases[-1].start - self.state.epoch))
         self.confidence = RunConfidence(run)
