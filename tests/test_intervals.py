@@ -86,6 +86,15 @@ def test_epochs_within_noise_paired():
     assert "within noise of epoch 1" in result.sentence()
 
 
+def test_a_long_run_counts_its_tied_epochs_instead_of_listing_them():
+    """A 95-epoch run had printed 'within noise of epochs 65, 73, 74, ... and 13 more'."""
+    rows = [[True] * 90 + [False] * 10] * 20 + [[True] * 92 + [False] * 8]
+    sentence = I.epochs_within_noise(rows, epochs=range(60, 81)).sentence()
+    assert "within noise of 20 other epochs, from 60 to 79 (McNemar" in sentence
+    few = I.epochs_within_noise(rows[-4:], epochs=[7, 8, 9, 10]).sentence()
+    assert "within noise of epochs 7, 8, 9 (McNemar" in few
+
+
 def test_epochs_within_noise_first_best_wins_ties_like_best_pth():
     rows = [[True, False], [True, False]]
     assert I.epochs_within_noise(rows, epochs=[3, 4]).best_epoch == 3

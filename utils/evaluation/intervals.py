@@ -183,6 +183,10 @@ def within_interval(best_correct: int, other_correct: int, count: int,
     return iv.low <= other_correct / count <= iv.high if count else True
 
 
+#: Epochs tied with the best that a sentence names one by one; more are counted.
+SHOWN_TIES = 5
+
+
 @dataclass(frozen=True)
 class EpochComparison:
     """How the other epochs compare with the best one."""
@@ -207,10 +211,12 @@ class EpochComparison:
                else "inside its 95% interval")
         if not self.tied:
             return head + "; better than every other epoch beyond noise"
-        shown = ", ".join(str(e) for e in self.tied[:8])
-        more = f" and {len(self.tied) - 8} more" if len(self.tied) > 8 else ""
-        return (head + f"; within noise of epoch{'s' if len(self.tied) > 1 else ''} "
-                f"{shown}{more} ({how}): the choice among them is chance")
+        if len(self.tied) > SHOWN_TIES:  # a long run: how many, and over which span
+            shown = f"{len(self.tied)} other epochs, from {self.tied[0]} to {self.tied[-1]}"
+        else:
+            shown = (f"epoch{'s' if len(self.tied) > 1 else ''} "
+                     + ", ".join(str(e) for e in self.tied))
+        return head + f"; within noise of {shown} ({how}): the choice among them is chance"
 
 
 def epochs_within_noise(correct: Sequence[Sequence[bool]] | None = None, *,
