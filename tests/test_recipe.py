@@ -227,6 +227,7 @@ def test_a_time_budget_is_fitted_in_steps_and_ends_with_its_schedule(photos):
     stopped = results["stopped_early"]
     assert stopped["reserve_s"] > 0 and stopped["time_budget_s"] == pytest.approx(24)
     assert stopped["steps"] >= 1 and all(at < 24 for at, _ in stopped["fits"])
+    assert results["epochs"] >= 2 and "more for this run's" not in result.stdout  # budget's
     last = torch.load(photos / "logs/budget/last.pth", weights_only=True)
     assert last["epoch"] == results["epochs"] == last["config"]["epochs"]  # nothing left
     assert last["scheduler"]["last_epoch"] == stopped["steps"]
@@ -327,3 +328,8 @@ def test_the_announced_duration_leaves_out_the_slow_first_step(monkeypatch):
     clock.epoch_done()
     assert clock.announce(0.0) and not clock.announce(0.0)  # said once
     assert clock.eta(0.0) == pytest.approx(10.0)  # 9 epochs at 0.9 epoch/s, not 9 x 6 s
+    budgeted = run_clock.RunClock(epochs=10, announce=False)  # its budget said when it ends
+    budgeted.start(0.1)
+    now[0] = 7.0
+    budgeted.epoch_done()
+    assert not budgeted.announce(0.0) and budgeted.eta(0.5) > 0  # the bar still counts down

@@ -116,6 +116,11 @@ class StepBudget:
         self._epoch_start_step = 0
 
     @property
+    def clocked(self) -> bool:
+        """Whether the clock ends the run (not a resumed run finishing its planned steps)."""
+        return math.isfinite(self.seconds)
+
+    @property
     def deadline(self) -> float:
         """Process seconds at which training must stop."""
         return self.seconds - self.reserve
@@ -131,13 +136,12 @@ class StepBudget:
         """The schedule of the run's last phase, which starts now: over the steps that fit
         in the time left, or (a resumed run, no clock) over its ``epochs``; ``cfg`` gives
         the decay (``schedule``, ``step_epochs``, ``step_gamma``)."""
-        clock = math.isfinite(self.seconds)
-        total = self.agree(self.steps_that_fit(0, steps_per_epoch) if clock
+        total = self.agree(self.steps_that_fit(0, steps_per_epoch) if self.clocked
                            else epochs * steps_per_epoch)
         self.schedule = BudgetSchedule(optimizer, total, self._warmup(total), cfg.schedule,
                                        cfg.step_epochs * steps_per_epoch, cfg.step_gamma)
         self.fits.append((round(process_seconds(), 1), total))
-        if self.say and clock:
+        if self.say and self.clocked:
             print(f"time budget: {total} steps ({total / steps_per_epoch:.1f} epochs of "
                   f"{steps_per_epoch}) fit before {self.deadline:.0f} s of this command "
                   f"(now {process_seconds():.0f} s; the last {self.reserve:.0f} s are kept for "
@@ -157,7 +161,7 @@ class StepBudget:
             return
         steps = schedule.steps_done - self._epoch_start_step
         self._epoch_start_step = schedule.steps_done
-        if steps <= 0 or not math.isfinite(self.seconds) or self.done():
+        if steps <= 0 or not self.clocked or self.done():
             return
         self.step_seconds = train_seconds / steps
         self.epoch_overhead = max(0.0, epoch_seconds - train_seconds)
@@ -175,7 +179,7 @@ class StepBudget:
     @property
     def time_limited(self) -> bool:
         """Whether the clock, not the most epochs allowed, set how long the run trained."""
-        return self.schedule is not None and math.isfinite(self.seconds) and (
+        return self.schedule is not None and self.clocked and (
             self.most_steps is None or self.schedule.total_steps < self.most_steps)
 
     def epochs(self, steps_per_epoch: int, first_epoch: int, planned: int) -> int:

@@ -14,13 +14,15 @@ class RunClock:
     The run's duration is announced once, when a whole epoch like the rest has been
     measured: its training steps, validation, checkpoints and plots (a 3.4-minute run once
     announced 2 minutes from its first steps alone).  Epochs before ``steady_from`` (a
-    frozen-backbone phase, several times faster) are left out of the rate.
+    frozen-backbone phase, several times faster) are left out of the rate.  A run a
+    ``--time-budget`` clocks is not announced (``announce=False``): its budget line has
+    said when it ends, and an epoch's pace times the epochs first planned said otherwise.
     """
 
-    def __init__(self, epochs: int, steady_from: int = 0):
+    def __init__(self, epochs: int, steady_from: int = 0, announce: bool = True):
         self.epochs, self.done = max(epochs, 1), 0
         self.steady_from = min(max(steady_from, 0), self.epochs - 1)
-        self.started, self.offset, self.announced = None, 0.0, False
+        self.started, self.offset, self.announced = None, 0.0, not announce
 
     def start(self, epoch_fraction: float) -> None:
         """Start once the run's first step is done: set-up (the decode cache) and the first

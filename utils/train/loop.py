@@ -121,8 +121,8 @@ class Trainer:
         self.phases = plan_phases(self.cfg)
         self.augment = BatchAugment(self.spec.input_shape, self.spec.small_input,
                                     self.cfg.augment, self.cfg.cutout, self.cfg.crop_scale)
-        self.clock = RunClock(self.cfg.epochs - self.state.epoch,
-                              steady_from=max(0, self.phases[-1].start - self.state.epoch))
+        self.clock = RunClock(self.cfg.epochs - self.state.epoch, max(
+            0, self.phases[-1].start - self.state.epoch), not (run.budget and run.budget.clocked))
         self.confidence = RunConfidence(run)
         # Suspected label errors, from every training step's logits (label_issues.csv).
         self.margins = MarginAccumulator(len(self.train_samples), self.spec.num_classes,
