@@ -65,6 +65,8 @@ def test_photos_on_a_cpu_get_a_time_budget_unless_their_epochs_are_given():
     assert cfg.crop_scale == recipe.PHOTO_CPU_CROP_SCALE > 0.08  # a short run under-fits
     assert choose(many, CPU, "--crop-scale", "0.08", weights=False).cfg.crop_scale == 0.08
     assert choose(many, GPU, weights=False).cfg.crop_scale == 0.08  # 90 epochs: torchvision's
+    assert cfg.crop_fraction == recipe.PHOTO_CPU_CROP_FRACTION < 0.875  # objects as large as
+    assert choose(many, GPU, weights=False).cfg.crop_fraction is None   # in training: FixRes
     assert cfg.epochs == 150  # a most (about 300,000 images): the budget decides
     given = choose(many, CPU, "--epochs", "60", weights=False).cfg  # 1,800 images: full width
     assert (given.time_budget, given.width_mult) == (None, 1.0)
@@ -134,6 +136,9 @@ def test_the_plan_says_what_was_chosen_and_why(photos, tmp_path):
     assert "  batch_size         8            auto: sized to the 44 training " \
            "images" in out
     assert "schedule  1 epoch(s) of 6 steps (batch 8)" in out
+    assert "  crop_fraction      0.77         auto: about the mean side of a training crop" in out
+    best = torch.load(photos / "logs/plan/best.pth", weights_only=True)
+    assert best["crop_fraction"] == 0.77  # the model keeps its evaluation crop
     assert "more for this run's" not in out  # one epoch: nothing left to announce after it
     assert "report: logs/plan/report.html (open it in a browser" in out
     # Offline, the ImageNet weights the recipe wanted are missing: one warning, then scratch.

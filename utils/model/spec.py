@@ -114,22 +114,25 @@ class ModelSpec:
 
     @classmethod
     def create(cls, backbone: str, classes: Sequence[str], input_shape: Sequence[int],
-               **arch_args) -> "ModelSpec":
-        """A new model's description: normalisation and crop from its pretrained config."""
+               crop_fraction: float | None = None, **arch_args) -> "ModelSpec":
+        """A new model's description: normalisation and crop from its pretrained config
+        (``crop_fraction`` replaces the config's crop)."""
         import nets
 
         with user_errors(KeyError):
             cfg = nets.get_entry(backbone).pretrained_cfg
-        return cls.with_defaults(backbone, classes, input_shape, cfg, **arch_args)
+        return cls.with_defaults(backbone, classes, input_shape, cfg, crop_fraction,
+                                 **arch_args)
 
     @classmethod
     def with_defaults(cls, backbone: str, classes: Sequence[str], input_shape: Sequence[int],
-                      cfg: PretrainedCfg = PretrainedCfg(None), **arch_args) -> "ModelSpec":
+                      cfg: PretrainedCfg = PretrainedCfg(None),
+                      crop_fraction: float | None = None, **arch_args) -> "ModelSpec":
         """The description a model gets from ``cfg`` (ImageNet's by default): its
-        normalisation, and its evaluation crop, except that small inputs (CIFAR-style) are
-        resized straight to the input shape."""
+        normalisation, and its evaluation crop (``crop_fraction``, else the config's),
+        except that small inputs (CIFAR-style) are resized straight to the input shape."""
         shape = tuple(int(v) for v in input_shape)
-        crop = 1.0 if is_small_input(shape) else cfg.crop_fraction
+        crop = 1.0 if is_small_input(shape) else crop_fraction or cfg.crop_fraction
         return cls(backbone, tuple(classes), shape, tuple(cfg.mean), tuple(cfg.std), crop,
                    **arch_args)
 

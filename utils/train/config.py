@@ -12,6 +12,7 @@ from utils.cli import default_workers
 from utils.data import augment
 from utils.layout import ANNOTATION_FILES, CACHE_DIR, DEFAULT_CLASSES, LOGS
 from utils.model.precision import AMP_MODES
+from utils.model.spec import MIN_CROP_FRACTION
 from utils.settings import (MAX_BATCH, MAX_EPOCHS, MAX_WORKERS, above, at_least, between,
                             setting)
 from utils.train.optim import OPTIMIZERS, SCHEDULES
@@ -94,6 +95,10 @@ class TrainConfig:
                                      valid=between(0, 1))
     class_weights: str = setting("none", "auto: weigh each class's loss by its inverse "
                                  "frequency (mean 1), for imbalanced data", ("none", "auto"))
+    crop_fraction: float | None = setting(
+        None, "photos: evaluation keeps the centre of each image, this share of its side, "
+        "resized to the input; unset: the backbone's (0.875)",
+        valid=between(MIN_CROP_FRACTION, 1), auto=AUTO)
     crop_scale: float = setting(0.08, "smallest share of the image a random-resized training "
                                 "crop keeps (photos; 1: whole images)", valid=between(0.01, 1),
                                 auto=AUTO)

@@ -123,6 +123,7 @@ def start_training(run: Run) -> Trainer:
         plan = recipe.choose(run.cfg, run.explicit, data, device, weights)
         run.cfg = plan.cfg
         spec = ModelSpec.create(run.cfg.backbone, classes, run.cfg.input_shape,
+                                run.cfg.crop_fraction,
                                 **{f: getattr(run.cfg, f) for f in _arch_fields()
                                    if hasattr(run.cfg, f)})
     _check_batches(run.cfg, train, dist)
