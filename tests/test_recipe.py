@@ -136,7 +136,7 @@ def test_the_plan_says_what_was_chosen_and_why(photos, tmp_path):
     assert "  batch_size         8            auto: sized to the 44 training " \
            "images" in out
     assert "schedule  1 epoch(s) of 6 steps (batch 8)" in out
-    assert "  crop_fraction      0.77         auto: about the mean side of a training crop" in out
+    assert "  crop_fraction      0.77         auto: objects as large as in the training" in out
     best = torch.load(photos / "logs/plan/best.pth", weights_only=True)
     assert best["crop_fraction"] == 0.77  # the model keeps its evaluation crop
     assert "more for this run's" not in out  # one epoch: nothing left to announce after it

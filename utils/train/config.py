@@ -95,13 +95,13 @@ class TrainConfig:
                                      valid=between(0, 1))
     class_weights: str = setting("none", "auto: weigh each class's loss by its inverse "
                                  "frequency (mean 1), for imbalanced data", ("none", "auto"))
+    crop_scale: float = setting(0.08, "smallest share of the image a random-resized training "
+                                "crop keeps (photos; 1: whole images)", valid=between(0.01, 1),
+                                auto=AUTO)
     crop_fraction: float | None = setting(
         None, "photos: evaluation keeps the centre of each image, this share of its side, "
         "resized to the input; unset: the backbone's (0.875)",
         valid=between(MIN_CROP_FRACTION, 1), auto=AUTO)
-    crop_scale: float = setting(0.08, "smallest share of the image a random-resized training "
-                                "crop keeps (photos; 1: whole images)", valid=between(0.01, 1),
-                                auto=AUTO)
     augment: str = setting("none", "extra augmentation policy (crop and flip always on)",
                            augment.POLICIES)
     cutout: float = setting(0.0, "side of a grey square hiding part of each training image, "

@@ -241,8 +241,8 @@ def _photos(choices: Choices, data: Survey, gpu: bool, transfer: bool) -> None:
             _cpu_network(choices, data, timed="epochs" not in choices.given)
             choices.set("crop_scale", PHOTO_CPU_CROP_SCALE, "CPU photos from scratch: a short "
                                                             "run under-fits torchvision's 0.08")
-            choices.set("crop_fraction", PHOTO_CPU_CROP_FRACTION, "about the mean side of a "
-                                                                  "training crop (FixRes)")
+            choices.set("crop_fraction", PHOTO_CPU_CROP_FRACTION, "objects as large as in the "
+                                                                  "training crops (FixRes)")
     if choices.why["batch_size"] != "given":
         choices.set("batch_size", 64 if gpu else 32, "photos")
     if not gpu and "epochs" not in choices.given:
