@@ -63,7 +63,8 @@ def test_photos_on_a_cpu_get_a_time_budget_unless_their_epochs_are_given():
         "mobilenetv1", 0.5, "adamw", (128, 128))
     assert cfg.small_input_drops is None  # 128 px is not a small input
     assert cfg.crop_scale == recipe.PHOTO_CPU_CROP_SCALE > 0.08  # a short run under-fits
-    assert choose(many, CPU, "--crop-scale", "0.08", weights=False).cfg.crop_scale == 0.08
+    own_scale = choose(many, CPU, "--crop-scale", "0.08", weights=False).cfg
+    assert (own_scale.crop_scale, own_scale.crop_fraction) == (0.08, None)  # the crop it suits
     assert choose(many, GPU, weights=False).cfg.crop_scale == 0.08  # 90 epochs: torchvision's
     assert cfg.crop_fraction == recipe.PHOTO_CPU_CROP_FRACTION < 0.875  # objects as large as
     assert choose(many, GPU, weights=False).cfg.crop_fraction is None   # in training: FixRes

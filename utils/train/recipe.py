@@ -239,10 +239,11 @@ def _photos(choices: Choices, data: Survey, gpu: bool, transfer: bool) -> None:
         else:
             _cpu_epochs(choices, data, least=40)
             _cpu_network(choices, data, timed="epochs" not in choices.given)
-            choices.set("crop_scale", PHOTO_CPU_CROP_SCALE, "CPU photos from scratch: a short "
-                                                            "run under-fits torchvision's 0.08")
-            choices.set("crop_fraction", PHOTO_CPU_CROP_FRACTION, "objects as large as in the "
-                                                                  "training crops (FixRes)")
+            if "crop_scale" not in choices.given:  # the pair was measured, not each alone
+                choices.set("crop_scale", PHOTO_CPU_CROP_SCALE, "CPU photos from scratch: a "
+                                                                "short run under-fits 0.08")
+                choices.set("crop_fraction", PHOTO_CPU_CROP_FRACTION, "objects as large as in "
+                                                                      "the training crops")
     if choices.why["batch_size"] != "given":
         choices.set("batch_size", 64 if gpu else 32, "photos")
     if not gpu and "epochs" not in choices.given:
