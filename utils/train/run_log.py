@@ -41,7 +41,8 @@ class RunLog:
                      and _epoch(r) <= resume_epoch]
         self._rewrite()
         self.writer = SummaryWriter(str(self.run_dir), purge_step=resume_epoch + 1)
-        self._plotted, self._best_epoch, self._stale = -math.inf, None, False
+        # When the plots were last drawn, and from how many rows (resumed ones are drawn).
+        self._plotted, self._plotted_rows, self._best_epoch = -math.inf, len(self.rows), None
 
     def _read(self) -> list[dict]:
         try:  # utf-8-sig: a spreadsheet that re-saved the file may have added a BOM
@@ -74,20 +75,20 @@ class RunLog:
                 tag = f"{name}/{split}" if split in ("train", "val") else key
                 self.writer.add_scalar(tag, float(row[key]), epoch)
         self.writer.flush()
-        self._best_epoch, self._stale = best_epoch, True
+        self._best_epoch = best_epoch
         if time.monotonic() - self._plotted >= PLOT_SECONDS:
             self._plot()
 
     def finish(self) -> list[dict]:
         """The rows, with the curve plots brought up to date (for the run's report)."""
-        if self._stale:
+        if len(self.rows) != self._plotted_rows:
             self._plot()
         return self.rows
 
     def _plot(self) -> None:
         plot_curves(self.rows, self.run_dir, run_name=self.run_dir.name,
                     best_epoch=self._best_epoch)
-        self._plotted, self._stale = time.monotonic(), False
+        self._plotted, self._plotted_rows = time.monotonic(), len(self.rows)
 
     def log_test(self, results: dict, epoch: int) -> None:
         """The final test figures, as ``test/...`` scalars at the epoch they belong to."""
