@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 
 POLICIES = ("none", "autoaugment", "randaugment", "trivialaugment")
+#: The smallest share of the image a random-resized crop keeps, as torchvision's.
+CROP_SCALE = 0.08
 _POLICY_CHUNK = 16  # samples sharing one random policy op
 
 
@@ -53,7 +55,7 @@ def pad_crop(images: torch.Tensor, out_shape, pad: int, generator=None) -> torch
     return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
 
 
-def random_resized_boxes(n: int, height: int, width: int, scale=(0.08, 1.0),
+def random_resized_boxes(n: int, height: int, width: int, scale=(CROP_SCALE, 1.0),
                          ratio=(3 / 4, 4 / 3), tries: int = 10, generator=None,
                          device=None) -> torch.Tensor:
     """(n, 4) crop boxes ``x1, y1, x2, y2`` drawn as ``RandomResizedCrop`` draws them.
@@ -83,7 +85,7 @@ def random_resized_boxes(n: int, height: int, width: int, scale=(0.08, 1.0),
     return torch.stack([x1, y1, x1 + cw, y1 + ch], dim=1)
 
 
-def random_resized_crop(images: torch.Tensor, out_shape, scale=(0.08, 1.0),
+def random_resized_crop(images: torch.Tensor, out_shape, scale=(CROP_SCALE, 1.0),
                         generator=None) -> torch.Tensor:
     """Per-sample random-resized crop of a uint8 batch, bilinear, in one ``grid_sample``.
 
@@ -132,7 +134,7 @@ class BatchAugment:
     """Callable turning a batch of base-form uint8 images into augmented input-shape ones."""
 
     def __init__(self, input_shape, small: bool, policy: str = "none", cutout: float = 0.0,
-                 crop_scale: float = 0.08):
+                 crop_scale: float = CROP_SCALE):
         self.input_shape = tuple(input_shape)
         self.small = small
         self.scale = (crop_scale, 1.0)

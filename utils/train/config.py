@@ -95,9 +95,9 @@ class TrainConfig:
                                      valid=between(0, 1))
     class_weights: str = setting("none", "auto: weigh each class's loss by its inverse "
                                  "frequency (mean 1), for imbalanced data", ("none", "auto"))
-    crop_scale: float = setting(0.08, "smallest share of the image a random-resized training "
-                                "crop keeps (photos; 1: whole images)", valid=between(0.01, 1),
-                                auto=AUTO)
+    crop_scale: float = setting(augment.CROP_SCALE, "smallest share of the image a "
+                                "random-resized training crop keeps (photos; 1: whole images)",
+                                valid=between(0.01, 1), auto=AUTO)
     crop_fraction: float | None = setting(
         None, "photos: evaluation keeps the centre of each image, this share of its side, "
         "resized to the input; unset: the backbone's (0.875)",
